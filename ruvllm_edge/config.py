@@ -1,0 +1,366 @@
+"""Daemon configuration: frozen dataclasses loaded from TOML.
+
+Every field has a default, carries its unit in its name where it has one, and
+declares its allowed range next to it, so ``validate`` can name every bad key
+together with what would have been accepted. Unknown keys are errors too: a
+typo in a config file must never be silently ignored on a device nobody
+watches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ENV_CONFIG = "RUVLLM_EDGE_CONFIG"
+ENV_DATA = "RUVLLM_EDGE_DATA"
+ENV_ENDPOINT = "RUVLLM_EDGE_ENDPOINT"
+ENV_MODELS = "RUVLLM_EDGE_MODELS"
+
+SOCKET_NAME = "ruvllm-edge.sock"
+
+
+def _f(default: Any, lo: Any = None, hi: Any = None, choices: tuple[Any, ...] | None = None,
+       doc: str = "") -> Any:
+    """A field with its allowed range recorded in metadata."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    device_class: str = _f("edge", choices=("edge", "server"))
+    # The whole process (model, KV cache, embedder, SQLite cache) must fit here.
+    max_memory_mb: int = _f(2048, 256, 1_048_576)
+    # Never take the last of the machine's RAM: keep this much MemAvailable free.
+    min_free_memory_mb: int = _f(256, 0, 65_536)
+    # Refuse to start (and fail writes early) below this free disk space.
+    min_free_disk_mb: int = _f(64, 0, 1_048_576)
+    log_level: str = _f("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_json: bool = _f(True)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # Empty means ipc://<data_dir>/ruvllm-edge.sock.
+    endpoint: str = _f("")
+    # Octal string, e.g. "0660", applied to the ipc socket file.
+    socket_mode: str = _f("0660")
+    # Group given to the ipc socket ("" keeps the process's group).
+    socket_group: str = _f("")
+    # Larger messages get a too_large reply without being parsed.
+    max_message_bytes: int = _f(1_048_576, 1024, 64 * 1_048_576)
+    # ZMQ_MAXMSGSIZE: beyond this ZeroMQ drops the peer's connection outright.
+    drop_message_bytes: int = _f(32 * 1_048_576, 1024, 1024 * 1_048_576)
+    # Requests waiting for the generation worker; beyond this we answer busy.
+    max_queue: int = _f(16, 1, 4096)
+    # Generation workers. One model context serves one request at a time.
+    max_concurrent_requests: int = _f(1, 1, 64)
+    # Per-client token bucket: sustained requests per second and burst size.
+    rate_limit_per_s: float = _f(50.0, 0.1, 100_000.0)
+    rate_limit_burst: int = _f(100, 1, 1_000_000)
+    # SIGTERM: how long in-flight work may take before it is cancelled.
+    drain_timeout_ms: int = _f(10_000, 0, 600_000)
+    # Default deadline for a request that gives none (queue wait included).
+    request_timeout_ms: int = _f(120_000, 100, 3_600_000)
+    # CURVE keys (Z85 strings). Required for any non-loopback TCP endpoint.
+    curve_secret_key: str = _f("")
+    curve_public_key: str = _f("")
+    watchdog_interval_ms: int = _f(10_000, 100, 600_000)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    # A catalogue name (see `ruvllm-edge models list`) or a path to a .gguf.
+    model: str = _f("smollm2-135m-instruct-q4_1")
+    # sha256 of a model given by path; empty skips the check for it.
+    model_sha256: str = _f("")
+    n_ctx_tokens: int = _f(2048, 128, 131_072)
+    n_threads: int = _f(0, 0, 256, doc="0 = number of physical cores")
+    n_batch_tokens: int = _f(256, 8, 8192)
+    preload: bool = _f(False)
+    # Unload after this long idle: 0 = right after each request, -1 = never.
+    keep_alive_s: int = _f(300, -1, 604_800)
+    # Estimated fixed overhead of a loaded model besides weights and KV cache.
+    overhead_mb: int = _f(64, 0, 65_536)
+    max_tokens: int = _f(256, 1, 32_768)
+    temperature: float = _f(0.7, 0.0, 2.0)
+    top_p: float = _f(0.9, 0.0, 1.0)
+    repeat_penalty: float = _f(1.1, 0.5, 2.0)
+    seed: int = _f(-1, -1, 2**31 - 1)
+    system_prompt: str = _f("You are a helpful assistant running on a small local device. "
+                            "Answer briefly and accurately.")
+    # Tokens kept free in the context for the answer when trimming history.
+    reserve_answer_tokens: int = _f(256, 16, 32_768)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    model: str = _f("minilm-l6-int8")
+    threads: int = _f(1, 1, 64)
+    cache_entries: int = _f(1024, 0, 1_000_000)
+    max_seq_tokens: int = _f(256, 16, 512)
+    batch_size: int = _f(8, 1, 256)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = _f(True)
+    max_nodes: int = _f(100_000, 100, 100_000_000)
+    knn_k: int = _f(10, 1, 1000)
+    # Candidates kept from the binary coarse pass per requested hit.
+    coarse_factor: int = _f(20, 1, 1000)
+    graph_hops: int = _f(2, 0, 2)
+    hop_decay: float = _f(0.5, 0.0, 1.0)
+    max_candidates: int = _f(48, 1, 10_000)
+    attention_heads: int = _f(4, 1, 16)
+    dedup_cosine: float = _f(0.95, 0.5, 1.0)
+    same_topic_cosine: float = _f(0.6, 0.0, 1.0)
+    min_relevance: float = _f(0.25, 0.0, 1.0)
+    context_budget_tokens: int = _f(512, 0, 32_768)
+    chunk_tokens: int = _f(200, 16, 4096)
+    max_text_bytes: int = _f(262_144, 64, 64 * 1_048_576)
+    writeback_quality_threshold: float = _f(0.75, 0.0, 1.0)
+    writeback_batch: int = _f(32, 1, 10_000)
+    writeback_flush_ms: int = _f(500, 1, 600_000)
+    edge_half_life_days: float = _f(30.0, 0.1, 36_500.0)
+    edge_min_weight: float = _f(0.05, 0.0, 1.0)
+    sqlite_cache_mb: int = _f(32, 1, 65_536)
+    # At most this many same_topic edges from each new qa_pair.
+    same_topic_max_edges: int = _f(5, 0, 100)
+    # Interactions waiting for writeback; beyond this they are not written (logged).
+    writeback_queue_max: int = _f(10_000, 1, 10_000_000)
+    # Eviction runs down to this fraction of max_nodes, so it does not run on every write.
+    evict_low_water_fraction: float = _f(0.95, 0.5, 1.0)
+    # Recency half-life in the eviction score quality x recency x use.
+    evict_recency_half_life_days: float = _f(30.0, 0.1, 36_500.0)
+    # Graph-attention ranking: SGD step size and L2 pull towards the initial parameters.
+    ranking_learning_rate: float = _f(0.05, 0.0, 1.0)
+    ranking_l2: float = _f(0.01, 0.0, 10.0)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    enabled: bool = _f(True)
+    hidden_dim: int = _f(32, 4, 512)
+    low_rank: int = _f(8, 1, 512)
+    sparsity: float = _f(0.95, 0.0, 0.999)
+    confidence_threshold: float = _f(0.6, 0.0, 1.0)
+    # Generation budget of the "short" mode (the "long" mode uses the request's
+    # or inference.max_tokens).
+    short_max_tokens: int = _f(64, 1, 32_768)
+    # Memory nodes put in the prompt when the router falls back (low confidence).
+    fallback_context_k: int = _f(4, choices=(0, 2, 4, 8, 16))
+    # Seed of the synthetic curriculum that trains the first-start policy.
+    init_seed: int = _f(1234, 0, 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    enabled: bool = _f(True)
+    idle_after_s: float = _f(30.0, 0.0, 86_400.0)
+    cpu_threshold_percent: float = _f(50.0, 1.0, 100.0)
+    training_interval_ms: int = _f(300_000, 1000, 86_400_000)
+    quality_threshold: float = _f(0.8, 0.0, 1.0)
+    replay_capacity: int = _f(1000, 10, 10_000_000)
+    ewc_lambda: float = _f(0.4, 0.0, 1e6)
+    learning_rate: float = _f(0.01, 1e-6, 1.0)
+    epochs: int = _f(20, 1, 10_000)
+    batch_size: int = _f(32, 1, 65_536)
+    utility_latency_per_s: float = _f(0.05, 0.0, 100.0)
+    utility_cost_per_token: float = _f(0.001, 0.0, 10.0)
+    holdout_fraction: float = _f(0.2, 0.05, 0.5)
+    # Counterfactual replays of past queries per idle run (0 disables).
+    explore_per_run: int = _f(8, 0, 10_000)
+    # Online EWC: Fisher <- decay * Fisher + new Fisher at each consolidation.
+    ewc_decay: float = _f(0.9, 0.0, 1.0)
+    # Weight (alpha) of the SmoothL1 temperature/top_p terms in the router loss.
+    reg_weight: float = _f(0.5, 0.0, 100.0)
+    # Longest run of a session's turns unrolled in one BPTT sequence.
+    max_seq_turns: int = _f(8, 1, 256)
+    # Below this many replay samples a training run is skipped.
+    min_train_samples: int = _f(16, 1, 1_000_000)
+    # Upper bound on optimiser steps in one idle training run.
+    max_steps_per_run: int = _f(2000, 1, 10_000_000)
+    # Candidate decisions tried per explored query (the cheapest-first grid is cut here).
+    explore_max_candidates: int = _f(12, 2, 64)
+    # Headroom kept below system.max_memory_mb while an idle job runs.
+    job_memory_margin_mb: int = _f(64, 0, 65_536)
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    # Default target for the nightly backup ("" = <data_dir>/backups).
+    dir: str = _f("")
+    keep_last: int = _f(7, 1, 10_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    system: SystemConfig = field(default_factory=SystemConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    # Resolved at load time, not read from TOML.
+    data_dir: str = "data"
+    models_dir: str = "models"
+    source_path: str = ""
+
+    def endpoint(self) -> str:
+        return self.server.endpoint or f"ipc://{Path(self.data_dir).resolve() / SOCKET_NAME}"
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+SECTIONS: dict[str, type] = {
+    "system": SystemConfig, "server": ServerConfig, "inference": InferenceConfig,
+    "embedding": EmbeddingConfig, "memory": MemoryConfig, "router": RouterConfig,
+    "learning": LearningConfig, "backup": BackupConfig,
+}
+
+
+def _describe(f: dataclasses.Field[Any]) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    if m.get("lo") is not None or m.get("hi") is not None:
+        return f"{type(f.default).__name__} in [{m.get('lo')}, {m.get('hi')}]"
+    return type(f.default).__name__
+
+
+def _check_value(key: str, f: dataclasses.Field[Any], value: Any) -> tuple[Any, str | None]:
+    """Return the coerced value or an error naming the key and allowed range."""
+    want = type(f.default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if want is int and isinstance(value, bool) or not isinstance(value, want):
+        return None, f"{key}: expected {_describe(f)}, got {type(value).__name__} {value!r}"
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        return None, f"{key}: {value!r} is not {_describe(f)}"
+    lo, hi = m.get("lo"), m.get("hi")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return None, f"{key}: {value!r} is out of range, allowed {_describe(f)}"
+    return value, None
+
+
+def _semantic_errors(cfg: Config) -> list[str]:
+    errs: list[str] = []
+    try:
+        mode = int(cfg.server.socket_mode, 8)
+        if not 0 <= mode <= 0o777:
+            raise ValueError
+    except ValueError:
+        errs.append(f"server.socket_mode: {cfg.server.socket_mode!r} is not an octal mode like '0660'")
+    ep = cfg.server.endpoint
+    if ep and not ep.startswith(("ipc://", "tcp://")):
+        errs.append(f"server.endpoint: {ep!r} must start with ipc:// or tcp://")
+    if cfg.server.drop_message_bytes < cfg.server.max_message_bytes:
+        errs.append("server.drop_message_bytes: must be >= server.max_message_bytes "
+                    f"({cfg.server.max_message_bytes})")
+    if cfg.router.low_rank > cfg.router.hidden_dim:
+        errs.append(f"router.low_rank: {cfg.router.low_rank} must be <= router.hidden_dim "
+                    f"({cfg.router.hidden_dim})")
+    if cfg.inference.reserve_answer_tokens >= cfg.inference.n_ctx_tokens:
+        errs.append("inference.reserve_answer_tokens: must be < inference.n_ctx_tokens "
+                    f"({cfg.inference.n_ctx_tokens})")
+    if bool(cfg.server.curve_secret_key) != bool(cfg.server.curve_public_key):
+        errs.append("server.curve_secret_key: set both curve_secret_key and curve_public_key, or neither")
+    return errs
+
+
+def parse(raw: Mapping[str, Any]) -> tuple[Config, list[str]]:
+    """Build a Config from a TOML mapping; return it with every error found."""
+    errors: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            errors.append(f"{name}: unknown section, allowed: {', '.join(SECTIONS)}")
+        elif not isinstance(value, Mapping):
+            errors.append(f"{name}: expected a table, got {type(value).__name__}")
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, Mapping):
+            sections[name] = cls()
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in table.items():
+            full = f"{name}.{key}"
+            if key not in fields:
+                errors.append(f"{full}: unknown key, allowed: {', '.join(fields)}")
+                continue
+            coerced, err = _check_value(full, fields[key], value)
+            if err:
+                errors.append(err)
+            else:
+                kwargs[key] = coerced
+        sections[name] = cls(**kwargs)
+    cfg = Config(**sections)
+    errors.extend(_semantic_errors(cfg))
+    return cfg, errors
+
+
+def load(path: str | os.PathLike[str] | None = None, *, data_dir: str | None = None,
+         endpoint: str | None = None, models_dir: str | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Load config with precedence: flag > environment > file > defaults.
+
+    Raises ConfigError listing every problem, each naming its key.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_CONFIG) or _default_config_path()
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    cfg, errors = parse(raw)
+    if errors:
+        raise ConfigError(f"invalid config {path or '(defaults)'}:\n  " + "\n  ".join(errors),
+                          errors=errors)
+    ep = endpoint or env.get(ENV_ENDPOINT) or cfg.server.endpoint
+    if ep and not ep.startswith(("ipc://", "tcp://")):
+        raise ConfigError(f"endpoint {ep!r} must start with ipc:// or tcp://")
+    return dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, endpoint=ep),
+        data_dir=str(Path(data_dir or env.get(ENV_DATA) or "data")),
+        models_dir=str(Path(models_dir or env.get(ENV_MODELS) or _default_models_dir())),
+        source_path=str(path or ""),
+    )
+
+
+def _default_config_path() -> str | None:
+    """The checkout's config/edge.toml: `ruvllm-edge serve` runs the edge profile."""
+    here = Path(__file__).resolve().parent.parent / "config" / "edge.toml"
+    return str(here) if here.is_file() else None
+
+
+def _default_models_dir() -> str:
+    """Models live beside the checkout by default (install.sh puts them there)."""
+    here = Path(__file__).resolve().parent.parent / "models"
+    return str(here) if here.is_dir() else "models"
+
+
+def describe_all() -> list[tuple[str, Any, str]]:
+    """(key, default, allowed) rows for docs and `validate --list`."""
+    rows = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{name}.{f.name}", f.default, _describe(f)))
+    return rows
