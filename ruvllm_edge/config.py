@@ -122,6 +122,9 @@ class MemoryConfig:
     dedup_cosine: float = _f(0.95, 0.5, 1.0)
     same_topic_cosine: float = _f(0.6, 0.0, 1.0)
     min_relevance: float = _f(0.25, 0.0, 1.0)
+    # A record whose relevance is below this fraction of the best one stays out
+    # of the prompt: a small model mixes up near-miss records with the answer.
+    relative_relevance: float = _f(0.5, 0.0, 1.0)
     context_budget_tokens: int = _f(512, 0, 32_768)
     chunk_tokens: int = _f(200, 16, 4096)
     max_text_bytes: int = _f(262_144, 64, 64 * 1_048_576)

@@ -1,0 +1,177 @@
+"""Sentence embeddings: int8 MiniLM-L6 on onnxruntime, 384 dims, unit length.
+
+Why this shape:
+- Memory search compares the query with every stored node by cosine, so the
+  vectors are mean-pooled over real (non-padding) tokens and L2-normalised
+  here once; everything downstream can use a plain dot product.
+- A chat session repeats itself (the same query is embedded by the pipeline,
+  then again by writeback or feedback), so a small LRU cache pays off; cached
+  arrays are read-only so no caller can corrupt another's result.
+- Batches are sorted by length before padding: a batch pads to its longest
+  member, and mixing a 5-token question with a 250-token chunk would make the
+  short one pay for the long one.
+- The tokenizer file ships with padding and truncation fixed at 128; we
+  replace both (pad to the longest in the batch, truncate at
+  ``max_seq_tokens``) and keep a second, unconfigured tokenizer for counting
+  so that ``count_tokens`` never reports a truncated length.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import BadRequest, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+DIM = 384
+
+
+def mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mask-weighted mean over tokens, then unit L2 norm.
+
+    hidden: (n, L, d) float32, mask: (n, L) int -> (n, d) float32.
+    """
+    assert hidden.ndim == 3 and mask.shape == hidden.shape[:2]
+    m = mask.astype(np.float32)[:, :, None]                       # (n, L, 1)
+    summed = (hidden * m).sum(axis=1)                             # (n, d)
+    counts = np.maximum(m.sum(axis=1), 1.0)                       # (n, 1)
+    pooled = summed / counts                                      # (n, d)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)         # (n, 1)
+    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class Embedder:
+    """Thread-safe text -> unit vector service with an LRU cache."""
+
+    dim: int = DIM
+
+    def __init__(self, model_path: Path, tokenizer_path: Path, *, threads: int = 1,
+                 cache_entries: int = 1024, max_seq_tokens: int = 256, batch_size: int = 8) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_path, tokenizer_path = Path(model_path), Path(tokenizer_path)
+        for p, what in ((model_path, "embedding model"), (tokenizer_path, "embedding tokenizer")):
+            if not p.is_file():
+                raise ModelUnavailable(f"{what} file not found: {p}; run `ruvllm-edge models fetch` "
+                                       "or fix embedding.model in the config", path=str(p))
+        try:
+            tok = Tokenizer.from_file(str(tokenizer_path))
+            counter = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise ModelUnavailable(f"embedding tokenizer {tokenizer_path} is not a valid "
+                                   f"tokenizer.json: {exc}", path=str(tokenizer_path)) from None
+        pad_id = tok.token_to_id("[PAD]")
+        tok.enable_truncation(max_length=max_seq_tokens)
+        tok.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token="[PAD]")
+        counter.no_truncation()
+        counter.no_padding()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(model_path), sess_options=opts,
+                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ModelUnavailable(f"embedding model {model_path} cannot be loaded "
+                                   f"(corrupt or not ONNX): {exc}", path=str(model_path)) from None
+        names = {i.name for i in sess.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= names:
+            raise ModelUnavailable(f"embedding model {model_path} lacks input_ids/attention_mask "
+                                   f"inputs (has {sorted(names)})", path=str(model_path))
+        out_dim = sess.get_outputs()[0].shape[-1]
+        if out_dim != DIM:
+            raise ModelUnavailable(f"embedding model {model_path} outputs {out_dim} dims, "
+                                   f"expected {DIM}", path=str(model_path))
+        self._sess = sess
+        self._inputs = names
+        self._tok = tok
+        self._counter = counter
+        self.max_seq_tokens = max_seq_tokens
+        self.batch_size = batch_size
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    # -- public API ---------------------------------------------------------
+
+    def embed(self, text: str) -> np.ndarray:
+        """(384,) float32, unit norm. Cached; the returned array is read-only."""
+        return self.embed_batch([text])[0]
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) float32 rows of unit norm, in the order given."""
+        if isinstance(texts, str):
+            raise BadRequest("embed_batch takes a sequence of strings, not one string")
+        out = np.empty((len(texts), DIM), dtype=np.float32)         # (n, d)
+        todo: dict[str, list[int]] = {}
+        with self._lock:
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise BadRequest(f"text {i} is {type(t).__name__}, expected a string")
+                hit = self._cache.get(t)
+                if hit is not None:
+                    self._cache.move_to_end(t)
+                    out[i] = hit
+                    self.hits += 1
+                else:
+                    todo.setdefault(t, []).append(i)
+                    self.misses += 1
+        if todo:
+            uniq = sorted(todo, key=len)  # similar lengths share a batch: less padding
+            for s in range(0, len(uniq), self.batch_size):
+                part = uniq[s:s + self.batch_size]
+                vecs = self._run(part)                              # (b, d)
+                with self._lock:
+                    for t, v in zip(part, vecs):
+                        for i in todo[t]:
+                            out[i] = v
+                        self._remember(t, v)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Tokenizer tokens in ``text`` without [CLS]/[SEP] and without truncation."""
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token (no special tokens); chunking cuts on these."""
+        return list(self._counter.encode(text, add_special_tokens=False).offsets)
+
+    def cache_info(self) -> dict[str, int]:
+        with self._lock:
+            return {"entries": len(self._cache), "capacity": self.cache_entries,
+                    "hits": self.hits, "misses": self.misses}
+
+    # -- internals ----------------------------------------------------------
+
+    def _remember(self, text: str, vec: np.ndarray) -> None:
+        if self.cache_entries <= 0:
+            return
+        v = vec.copy()
+        v.flags.writeable = False
+        self._cache[text] = v
+        self._cache.move_to_end(text)
+        while len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        encs = self._tok.encode_batch(texts)
+        ids = np.array([e.ids for e in encs], dtype=np.int64)            # (b, L)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64)  # (b, L)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._sess.run(None, feeds)[0]                          # (b, L, d)
+        return mean_pool_normalise(np.asarray(hidden, dtype=np.float32), mask)
