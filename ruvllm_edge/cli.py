@@ -255,13 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_extra_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Commands contributed by other modules (memory, backup)."""
-    for mod_name in ("cli_memory", "cli_backup"):
-        try:
-            mod = __import__(f"ruvllm_edge.{mod_name}", fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub, common)
+    """Command groups that live in their own modules."""
+    from . import cli_backup, cli_memory
+
+    cli_memory.register(sub, common)
+    cli_backup.register(sub, common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,6 +125,9 @@ class MemoryConfig:
     # A record whose relevance is below this fraction of the best one stays out
     # of the prompt: a small model mixes up near-miss records with the answer.
     relative_relevance: float = _f(0.5, 0.0, 1.0)
+    # Direct hits more than this much less similar than the best one also stay
+    # out (relevance saturates for many near-identical facts; similarity does not).
+    similarity_margin: float = _f(0.1, 0.0, 2.0)
     context_budget_tokens: int = _f(512, 0, 32_768)
     chunk_tokens: int = _f(200, 16, 4096)
     max_text_bytes: int = _f(262_144, 64, 64 * 1_048_576)
@@ -188,10 +191,14 @@ class LearningConfig:
     max_seq_turns: int = _f(8, 1, 256)
     # Below this many replay samples a training run is skipped.
     min_train_samples: int = _f(16, 1, 1_000_000)
-    # Upper bound on optimiser steps in one idle training run.
+    # Bounds on optimiser steps in one idle training run (epochs x batches, clipped).
+    min_steps_per_run: int = _f(200, 1, 10_000_000)
     max_steps_per_run: int = _f(2000, 1, 10_000_000)
     # Candidate decisions tried per explored query (the cheapest-first grid is cut here).
     explore_max_candidates: int = _f(12, 2, 64)
+    # A trained router replaces the current one only if its held-out loss is no
+    # higher and its held-out accuracy at most this much lower.
+    accept_acc_tolerance: float = _f(0.02, 0.0, 0.5)
     # Headroom kept below system.max_memory_mb while an idle job runs.
     job_memory_margin_mb: int = _f(64, 0, 65_536)
 

@@ -433,13 +433,15 @@ class InferenceEngine:
                               max_tokens_clipped=plan.max_tokens_clipped,
                               prefill_ms=(t1 - t0) * 1000, decode_ms=(t2 - t1) * 1000)
 
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> str:
+    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                 should_stop: StopCheck | None = None) -> str:
         """Plain text in, text out: the ``generate`` callable the judge uses."""
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         rest = messages[1:] if system else messages
         history = [(m["role"], m["content"]) for m in rest[:-1]]
         plan = self.plan(system, history, rest[-1]["content"], max_tokens)
-        return self.generate(plan, temperature=temperature, top_p=1.0).text
+        return self.generate(plan, temperature=temperature, top_p=1.0,
+                             should_stop=should_stop).text
 
     # -- status ------------------------------------------------------------
 

@@ -5,6 +5,11 @@ returns plain data; it does no socket I/O. The server runs it on a worker
 thread and passes in the callbacks that stream tokens and check for cancel or
 deadline. Each stage is timed, because ``latency_ms`` in every reply is how
 users see where the time goes on a slow device.
+
+The same answering core (``_answer``) serves live queries and the idle-time
+explorer (``answer_with``), so what the router learns from counterfactual
+runs is exactly what a live request would have produced - minus the
+recording: exploration writes nothing to sessions, memory or the request log.
 """
 
 from __future__ import annotations
@@ -12,23 +17,31 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import psutil
 
 from .config import Config
 from .errors import Cancelled, NotFound, Timeout
 from .inference import Generation, InferenceEngine
+from .memory.context import pack_context, render_memory
 from .memory.db import Database
+from .memory.retrieval import Candidate, Retrieval
 from .sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 160
 StopCheck = Callable[[], str | None]
+# Answering straight from memory needs a trusted record that matches this well.
+MEMORY_ANSWER_MIN_SIM = 0.55
+MEMORY_ANSWER_MIN_TRUST = 0.9
+QUALITY_EMA = 0.1
 
 
 @dataclass
@@ -40,7 +53,20 @@ class QueryContext:
     on_token: Callable[[str], None] | None = None
     should_stop: StopCheck = lambda: None
     queue_len: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str
+    sources: list[Candidate] = field(default_factory=list)
+    gen: Generation | None = None
+    cut_ids: list[int] = field(default_factory=list)
+    dropped_ids: list[int] = field(default_factory=list)
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.gen.completion_tokens if self.gen else 0
 
 
 def heuristic_quality(answer: str, finish_reason: str, completion_tokens: int) -> float:
@@ -52,14 +78,14 @@ def heuristic_quality(answer: str, finish_reason: str, completion_tokens: int) -
     text = answer.strip()
     if not text:
         return 0.0
+    if finish_reason == "memory":
+        return 1.0
     q = 0.85
     if finish_reason != "stop":
         q -= 0.25
     words = re.findall(r"\w+", text.lower())
-    if len(words) >= 12:
-        distinct = len(set(words)) / len(words)
-        if distinct < 0.4:
-            q -= 0.4
+    if len(words) >= 12 and len(set(words)) / len(words) < 0.4:
+        q -= 0.4
     if re.search(r"\b(i (do not|don't|cannot|can't) (know|answer|help)|as an ai)\b", text.lower()):
         q -= 0.3
     if completion_tokens <= 1:
@@ -67,48 +93,159 @@ def heuristic_quality(answer: str, finish_reason: str, completion_tokens: int) -
     return float(min(max(q, 0.0), 1.0))
 
 
+def trusted_hit(cands: Sequence[Candidate]) -> Candidate | None:
+    """The record an answer-from-memory may quote: trusted and a close match."""
+    for c in cands:
+        if c.trust >= MEMORY_ANSWER_MIN_TRUST and c.similarity >= MEMORY_ANSWER_MIN_SIM:
+            return c
+    return None
+
+
+def prompt_records(cands: Sequence[Candidate], k: int, relative_relevance: float,
+                   similarity_margin: float) -> list[Candidate]:
+    """The top-k records worth showing a small model, best first.
+
+    Near misses confuse a 135M model (it answers with the neighbour's value),
+    so records well below the best one by relevance - or, for direct hits, by
+    similarity - stay out even when the router asked for more.
+    """
+    if not cands or k <= 0:
+        return []
+    floor = max(c.relevance for c in cands) * relative_relevance
+    best_sim = max(c.similarity for c in cands if c.hop == 0) if any(
+        c.hop == 0 for c in cands) else 0.0
+    return [c for c in cands[:k] if c.relevance >= floor
+            and (c.hop > 0 or c.similarity >= best_sim - similarity_margin)]
+
+
+def source_row(c: Candidate) -> dict[str, Any]:
+    return {"id": c.id, "kind": c.kind, "preview": c.text[:PREVIEW_CHARS],
+            "relevance": round(float(c.relevance), 4)}
+
+
 class Pipeline:
     def __init__(self, cfg: Config, db: Database, engine: InferenceEngine,
-                 sessions: SessionStore, memory: Any = None, embedder: Any = None,
-                 router: Any = None) -> None:
+                 sessions: SessionStore, *, memory: Any = None, embedder: Any = None,
+                 router: Any = None, replay: Any = None) -> None:
         self.cfg = cfg
         self.db = db
         self.engine = engine
         self.sessions = sessions
-        self.memory = memory
-        self.embedder = embedder
-        self.router = router
+        self.memory = memory          # memory.store.MemoryStore | None
+        self.embedder = embedder      # embedding.Embedder | None
+        self.router = router          # router.policy.Router | None
+        self.replay = replay          # learning.replay.ReplayBuffer | None
         self.recent_quality = 0.75
+        self._router_lock = threading.Lock()
+        self._proc = psutil.Process()
 
-    # ------------------------------------------------------------------
+    # ------------------------------------------------------------------ stages
+
+    def _embed(self, query: str) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        return self.embedder.embed(query)                       # (384,) float32
+
+    def _retrieve(self, query: str, qvec: np.ndarray | None, use_memory: bool) -> Retrieval | None:
+        if not use_memory or self.memory is None or qvec is None:
+            return None
+        k = max(self.cfg.memory.knn_k, 16)
+        return self.memory.retrieve(query, qvec, k)
+
+    def _features(self, query: str, qvec: np.ndarray, retrieval: Retrieval | None,
+                  turn_index: int, queue_len: int, cons: dict[str, Any]) -> np.ndarray:
+        from .router.features import FeatureInputs, build_features
+
+        rss_mb = self._proc.memory_info().rss / 1_048_576
+        inp = FeatureInputs(
+            query=query, query_tokens=self.engine.count_tokens(query), query_vec=qvec,
+            retrieval=retrieval.stats if retrieval else {}, turn_index=turn_index,
+            memory_pressure=min(rss_mb / self.cfg.system.max_memory_mb, 1.0),
+            queue_len=queue_len, model_loaded=self.engine.loaded,
+            latency_budget_ms=cons.get("max_latency_ms"), max_tokens=cons.get("max_tokens"),
+            recent_quality=self.recent_quality)
+        return build_features(inp)                              # (N_FEATURES,) float32
+
+    def _route(self, x: np.ndarray | None, h: np.ndarray | None, defaults: dict[str, Any]
+               ) -> tuple[Any, np.ndarray | None]:
+        """(Decision, next hidden state); a fixed default policy when the router is off."""
+        from .router.policy import CONTEXT_CLASSES, MODES, Decision, context_class_of
+
+        if self.router is None or x is None:
+            k = self.cfg.router.fallback_context_k if self.memory is not None else 0
+            k = min(CONTEXT_CLASSES, key=lambda c: abs(c - k))
+            return Decision(context_k=k, mode="long", max_tokens=int(defaults["max_tokens"]),
+                            temperature=float(defaults["temperature"]),
+                            top_p=float(defaults["top_p"]), confidence=0.0, fallback=True,
+                            context_class=context_class_of(k), mode_class=MODES.index("long")), None
+        with self._router_lock:
+            return self.router.decide(x, h, defaults)
+
+    def _answer(self, query: str, system_base: str, history: Sequence[tuple[str, str]],
+                retrieval: Retrieval | None, decision: Any, *,
+                on_token: Callable[[str], None] | None, should_stop: StopCheck) -> Answer:
+        cands = list(retrieval.candidates) if retrieval else []
+        max_tokens = decision.max_tokens
+        if decision.mode == "memory":
+            hit = trusted_hit(cands)
+            if hit is not None:
+                if on_token:
+                    on_token(hit.text)
+                return Answer(hit.text, "memory", [hit])
+        used = prompt_records(cands, decision.context_k, self.cfg.memory.relative_relevance,
+                              self.cfg.memory.similarity_margin)
+        system = system_base
+        packed = None
+        if used and self.cfg.memory.context_budget_tokens > 0:
+            packed = pack_context(used, self.cfg.memory.context_budget_tokens,
+                                  self.engine.count_tokens)
+            if packed.node_ids:
+                system = f"{system_base}\n\n{render_memory(packed)}"
+        plan = self.engine.plan(system, history, query, max_tokens)
+        gen = self.engine.generate(plan, temperature=decision.temperature, top_p=decision.top_p,
+                                   on_token=on_token, should_stop=should_stop)
+        in_prompt = set(packed.node_ids) if packed else set()
+        return Answer(gen.text, gen.finish_reason, [c for c in used if c.id in in_prompt], gen,
+                      list(packed.cut) if packed else [], list(packed.dropped) if packed else [])
+
+    # ------------------------------------------------------------------ query
 
     def query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
         t0 = time.perf_counter()
         lat = {"embedding": 0.0, "retrieval": 0.0, "routing": 0.0, "generation": 0.0}
         icfg = self.cfg.inference
-        cons = args.get("constraints") or {}
+        cons = dict(args.get("constraints") or {})
         query: str = args["query"]
         sid = args.get("session_id")
         session = self.sessions.load(sid) if sid else None
-
-        max_tokens = int(cons.get("max_tokens", icfg.max_tokens))
-        temperature = float(cons.get("temperature", icfg.temperature))
-        top_p = float(cons.get("top_p", icfg.top_p))
-        routing: dict[str, Any] = {"router": "disabled", "mode": "generate",
-                                   "context_k": 0, "fallback": True}
-        confidence: float | None = None
-        sources: list[dict[str, Any]] = []
-        memory_text = ""
-
-        # The memory and router stages plug in here (see _retrieve/_route).
-        system = (session.system_prompt if session and session.system_prompt
-                  else icfg.system_prompt)
-        if memory_text:
-            system = f"{system}\n\n{memory_text}"
-        history = session.history if session else []
+        use_memory = bool(args.get("use_memory", True)) and self.cfg.memory.enabled
 
         t = time.perf_counter()
-        plan = self.engine.plan(system, history, query, max_tokens)
+        qvec = self._embed(query) if (use_memory and self.memory) or self.router else None
+        lat["embedding"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        retrieval = self._retrieve(query, qvec, use_memory)
+        lat["retrieval"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        defaults = {"max_tokens": int(cons.get("max_tokens", icfg.max_tokens)),
+                    "temperature": float(cons.get("temperature", icfg.temperature)),
+                    "top_p": float(cons.get("top_p", icfg.top_p))}
+        x = None
+        if self.router is not None and qvec is not None:
+            x = self._features(query, qvec, retrieval, session.turn_index if session else 0,
+                               ctx.queue_len, cons)
+        decision, h_next = self._route(x, session.router_state if session else None, defaults)
+        # What the caller set explicitly wins over the router's choice.
+        if "temperature" in cons or "top_p" in cons:
+            import dataclasses
+            decision = dataclasses.replace(
+                decision, temperature=defaults["temperature"] if "temperature" in cons
+                else decision.temperature,
+                top_p=defaults["top_p"] if "top_p" in cons else decision.top_p)
+        lat["routing"] = (time.perf_counter() - t) * 1000
+
+        system = session.system_prompt if session and session.system_prompt else icfg.system_prompt
         deadline = ctx.deadline
 
         def stop() -> str | None:
@@ -119,43 +256,91 @@ class Pipeline:
                 return "deadline"
             return None
 
-        gen: Generation = self.engine.generate(plan, temperature=temperature, top_p=top_p,
-                                               on_token=ctx.on_token, should_stop=stop)
+        t = time.perf_counter()
+        ans = self._answer(query, system, session.history if session else [], retrieval,
+                           decision, on_token=ctx.on_token, should_stop=stop)
         lat["generation"] = (time.perf_counter() - t) * 1000
-        if gen.finish_reason == "cancelled":
+        gen = ans.gen
+        if ans.finish_reason == "cancelled":
             raise Cancelled("the request was cancelled", request_id=ctx.request_id,
-                            completion_tokens=gen.completion_tokens)
-        if gen.finish_reason == "timeout":
+                            completion_tokens=ans.completion_tokens)
+        if ans.finish_reason == "timeout":
             raise Timeout("the request ran past server.request_timeout_ms",
-                          request_id=ctx.request_id, completion_tokens=gen.completion_tokens)
+                          request_id=ctx.request_id, completion_tokens=ans.completion_tokens)
 
-        quality = heuristic_quality(gen.text, gen.finish_reason, gen.completion_tokens)
+        quality = heuristic_quality(ans.text, ans.finish_reason, ans.completion_tokens)
+        self.recent_quality = (1 - QUALITY_EMA) * self.recent_quality + QUALITY_EMA * quality
         lat["total"] = (time.perf_counter() - t0) * 1000
-        result = {
+        routing = {"router": "fastgrnn" if self.router is not None and x is not None
+                   else "disabled", **decision.to_info()}
+        result: dict[str, Any] = {
             "request_id": ctx.request_id,
-            "text": gen.text,
-            "confidence": confidence,
-            "sources": sources,
+            "text": ans.text,
+            "confidence": round(float(decision.confidence), 4) if self.router is not None
+            and x is not None else None,
+            "sources": [source_row(c) for c in ans.sources],
             "routing_info": routing,
             "latency_ms": {k: round(v, 2) for k, v in lat.items()},
-            "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                      "cached_tokens": gen.cached_tokens},
-            "truncated": gen.truncated,
-            "finish_reason": gen.finish_reason,
-            "context": {"trimmed_turns": gen.trimmed_turns,
-                        "max_tokens_clipped": gen.max_tokens_clipped},
+            "usage": {"prompt_tokens": gen.prompt_tokens if gen else 0,
+                      "completion_tokens": ans.completion_tokens,
+                      "cached_tokens": gen.cached_tokens if gen else 0},
+            "truncated": bool(gen.truncated) if gen else False,
+            "finish_reason": ans.finish_reason,
+            "context": {"trimmed_turns": gen.trimmed_turns if gen else 0,
+                        "max_tokens_clipped": gen.max_tokens_clipped if gen else False,
+                        "memory_nodes": len(ans.sources), "cut_nodes": ans.cut_ids,
+                        "dropped_nodes": ans.dropped_ids},
         }
+        if retrieval is not None:
+            result["context"]["retrieval_ms"] = {k: round(v, 2) for k, v in
+                                                 retrieval.timings_ms.items()}
         if sid:
             result["session_id"] = sid
-        self._record(ctx.request_id, sid, query, result, None, quality)
+        self._record(ctx.request_id, sid, query, result, x)
         if sid:
-            self.sessions.append(sid, ctx.request_id, query, gen.text, None)
+            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next)
+        self._after_answer(ctx.request_id, sid, query, ans, qvec, quality, x, decision,
+                           lat["total"] / 1000, session.turn_index if session else 0)
         return result
 
-    # ------------------------------------------------------------------
+    def _after_answer(self, request_id: str, sid: str | None, query: str, ans: Answer,
+                      qvec: np.ndarray | None, quality: float, x: np.ndarray | None,
+                      decision: Any, latency_s: float, turn_index: int) -> None:
+        """Learning hand-offs; a failure here must never fail the answered request."""
+        try:
+            if self.memory is not None and qvec is not None and ans.finish_reason != "memory":
+                from .memory.writeback import Interaction
+                self.memory.record_interaction(Interaction(
+                    request_id=request_id, session_id=sid, query=query, answer=ans.text,
+                    query_vec=qvec, used_node_ids=[c.id for c in ans.sources], quality=quality))
+            if self.replay is not None and x is not None:
+                from .learning.utility import ReplaySample
+                self.replay.add(ReplaySample(
+                    request_id=request_id, features=x, context_class=decision.context_class,
+                    mode_class=decision.mode_class, temperature=decision.temperature,
+                    top_p=decision.top_p, latency_s=latency_s,
+                    completion_tokens=ans.completion_tokens, session_id=sid,
+                    turn_index=turn_index))
+        except Exception:  # noqa: BLE001
+            log.exception("post-answer learning hand-off failed", extra={"request_id": request_id})
+
+    # ------------------------------------------------------------------ exploration
+
+    def answer_with(self, query: str, decision: Any, should_stop: StopCheck | None = None) -> Any:
+        """Answer a past query under a given decision, recording nothing (idle-time explorer)."""
+        from .learning.explore import Outcome
+
+        t = time.monotonic()
+        qvec = self._embed(query)
+        retrieval = self._retrieve(query, qvec, True)
+        ans = self._answer(query, self.cfg.inference.system_prompt, [], retrieval, decision,
+                           on_token=None, should_stop=should_stop or (lambda: None))
+        return Outcome(ans.text, ans.completion_tokens, time.monotonic() - t)
+
+    # ------------------------------------------------------------------ log & feedback
 
     def _record(self, request_id: str, sid: str | None, query: str, result: dict[str, Any],
-                features: np.ndarray | None, quality: float) -> None:
+                features: np.ndarray | None) -> None:
         """The request log row that feedback and learning refer back to."""
         with self.db.atomic() as c:
             c.execute(
@@ -172,20 +357,37 @@ class Pipeline:
                  result["finish_reason"]))
 
     def feedback(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Store the feedback row first (the acknowledgement), then apply it."""
         rid = args["request_id"]
-        row = self.db.read("SELECT id FROM requests WHERE id = ?", (rid,)).fetchone()
+        row = self.db.read("SELECT query, answer, sources, session_id FROM requests WHERE id = ?",
+                           (rid,)).fetchone()
         if row is None:
             raise NotFound(f"no request {rid!r} to give feedback on", request_id=rid)
+        rating, correction = args.get("rating"), args.get("correction")
+        if rating is None and correction is None:
+            from .errors import BadRequest
+            raise BadRequest("feedback needs a rating, a correction or both")
         with self.db.atomic() as c:
-            cur = c.execute("INSERT INTO feedback(request_id, rating, correction, created_at) "
-                            "VALUES (?, ?, ?, ?)",
-                            (rid, args.get("rating"), args.get("correction"), time.time()))
-            fid = cur.lastrowid
-        return {"feedback_id": fid, "request_id": rid, "stored": True}
-
+            fid = c.execute("INSERT INTO feedback(request_id, rating, correction, created_at) "
+                            "VALUES (?, ?, ?, ?)", (rid, rating, correction, time.time())).lastrowid
+        out: dict[str, Any] = {"feedback_id": fid, "request_id": rid, "stored": True}
+        if self.memory is not None:
+            used = [int(s["id"]) for s in json.loads(row[2] or "[]")]
+            applied = self.memory.apply_feedback(rid, used, rating, correction, row[0], row[1],
+                                                 row[3])
+            out["memory"] = applied
+        if self.replay is not None:
+            from .learning.jobs import record_feedback
+            out["replay_updated"] = record_feedback(self.replay, rid, rating, correction,
+                                                    self.cfg.learning)
+        with self.db.atomic() as c:
+            c.execute("UPDATE feedback SET applied_at = ? WHERE id = ?", (time.time(), fid))
+        return out
 
     def close(self) -> None:
-        """Flush what is pending (writeback, router state) before the DB closes."""
+        """Flush what is pending (writeback) before the DB closes."""
+        if self.memory is not None:
+            self.memory.close()
 
 
 def new_request_id() -> str:

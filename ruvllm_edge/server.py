@@ -37,8 +37,9 @@ import zmq
 
 from . import __version__, protocol
 from .config import Config
-from .errors import (BadRequest, Busy, Cancelled, ConfigError, Internal, NotFound, RateLimited,
-                     RuvError, StorageError, Timeout)
+from .components import MEMORY_OPS, Components, memory_handlers
+from .errors import (BadRequest, Busy, Cancelled, ConfigError, Internal, ModelUnavailable,
+                     NotFound, RateLimited, RuvError, StorageError, Timeout)
 from .inference import InferenceEngine
 from .memory.db import CorruptDatabase, Database, DB_NAME
 from .metrics import Metrics
@@ -49,6 +50,8 @@ from .sessions import SessionStore
 log = logging.getLogger(__name__)
 
 REPLIES_ENDPOINT = "inproc://replies"
+# Ops that do not count as activity for the idle-time scheduler (monitoring polls).
+PASSIVE_OPS = frozenset({"health", "metrics", "stats"})
 LOCK_NAME = "ruvllm-edge.lock"
 TICK_S = 0.05
 
@@ -113,8 +116,10 @@ class Daemon:
         self.metrics = Metrics()
         self.metrics.memory_limit.set(cfg.system.max_memory_mb * 1024 * 1024)
         self.notifier = Notifier()
-        self._stopping = threading.Event()
-        self._reload = threading.Event()
+        # Plain flags, not threading.Event: a signal handler that takes a lock
+        # deadlocks when a second signal lands while the first one holds it.
+        self._stop_requested = False
+        self._reload_requested = False
         self._lock_fd: int | None = None
         self._jobs_lock = threading.Lock()
         self._active: dict[str, Job] = {}                  # request_id -> job
@@ -130,10 +135,17 @@ class Daemon:
         self.sessions = SessionStore(self.db)
         self.engine = InferenceEngine(cfg.inference, cfg.system, cfg.models_dir,
                                       on_load=lambda s: self.metrics.model_loads.labels(s).inc())
-        self.pipeline = Pipeline(cfg, self.db, self.engine, self.sessions)
+        self._check_model()
+        self.components = Components.build(cfg, self.db, self.data_dir)
+        c = self.components
+        self.pipeline = Pipeline(cfg, self.db, self.engine, self.sessions, memory=c.memory,
+                                 embedder=c.embedder, router=c.router, replay=c.replay)
+        self.scheduler = c.make_scheduler(self.pipeline, self.engine, self._on_job_run)
         self.ctx = zmq.Context.instance()
         self.gen_q: queue.Queue[Job] = queue.Queue(maxsize=cfg.server.max_queue)
         self.aux_q: queue.Queue[Job] = queue.Queue(maxsize=cfg.server.max_queue)
+        # Long admin work (learn, backup) has its own lane so memory ops never wait for it.
+        self.slow_q: queue.Queue[Job] = queue.Queue(maxsize=4)
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, tuple[str, Callable[[Job], dict[str, Any]]]] = {
             "query": ("gen", self._op_query),
@@ -146,7 +158,23 @@ class Daemon:
             "metrics": ("inline", lambda j: {"text": self.render_metrics()}),
             "stats": ("inline", lambda j: self.stats()),
             "cancel": ("inline", self._op_cancel),
+            "learn": ("slow", self._op_learn),
+            "backup": ("slow", self._op_backup),
         }
+        if c.memory is not None:
+            self.handlers.update(memory_handlers(c.memory))
+        elif c.memory_error:
+            def unavailable(job: Job) -> dict[str, Any]:
+                raise ModelUnavailable(f"memory is unavailable: {c.memory_error}")
+            for op in MEMORY_OPS:
+                self.handlers[op] = ("aux", unavailable)
+
+    def _check_model(self) -> None:
+        """Startup integrity check of the LLM; a bad model degrades, it does not stop us."""
+        try:
+            self.engine.info()
+        except RuvError as exc:
+            log.error("model check failed; serving degraded", extra={"error": exc.message})
 
     # ------------------------------------------------------------------ startup
 
@@ -279,17 +307,18 @@ class Daemon:
                 if now - last_tick >= 1.0:
                     self._tick(now)
                     last_tick = now
-                if self._reload.is_set():
-                    self._reload.clear()
+                if self._reload_requested:
+                    self._reload_requested = False
                     self._do_reload()
-                if self._stopping.is_set():
+                if self._stop_requested:
                     if drain_deadline is None:
                         drain_deadline = now + self.cfg.server.drain_timeout_ms / 1000
                         self.notifier.stopping()
                         log.info("draining", extra={"active": len(self._active),
-                                                    "queued": self.gen_q.qsize()
-                                                    + self.aux_q.qsize()})
-                    idle = not self._active and self.gen_q.empty() and self.aux_q.empty()
+                                                    "queued": self._queued()})
+                        if self.scheduler is not None:
+                            self.scheduler.stop(timeout=0.0)
+                    idle = not self._active and self._queued() == 0
                     if idle or now >= drain_deadline:
                         if not idle:
                             self._cancel_all("shutting down")
@@ -315,9 +344,11 @@ class Daemon:
                 prefix = [b""]
             else:
                 self.metrics.malformed.labels("frames").inc()
-                if rest and all(f == b"" for f in rest[:-1]):
-                    self._send_error(sock, ident, rest[:-1], None,
-                                     BadRequest("expected one message frame"))
+                # Always answer: REQ-style empty delimiters are echoed back, any
+                # other extra frames get a plain one-frame (DEALER) reply.
+                delim = rest[:-1] if all(f == b"" for f in rest[:-1]) else []
+                self._send_error(sock, ident, delim, None,
+                                 BadRequest(f"expected one message frame, got {len(rest)}"))
                 return
             data = rest[-1]
             now = time.monotonic()
@@ -340,6 +371,8 @@ class Daemon:
     def _dispatch(self, sock: zmq.Socket, ident: bytes, prefix: list[bytes],
                   req: protocol.Request, accepting: bool) -> None:
         lane, _ = self.handlers.get(req.op, ("missing", None))
+        if self.scheduler is not None and req.op not in PASSIVE_OPS:
+            self.scheduler.touch()  # pre-empts idle-time learning within a token
         if lane == "missing":
             self._send_error(sock, ident, prefix, req.id,
                              NotFound(f"op {req.op!r} is not enabled in this daemon"), req.op)
@@ -359,7 +392,7 @@ class Daemon:
             self._send_error(sock, ident, prefix, req.id,
                              Busy("the daemon is shutting down", retry_after_ms=1000), req.op)
             return
-        q = self.gen_q if lane == "gen" else self.aux_q
+        q = {"gen": self.gen_q, "aux": self.aux_q, "slow": self.slow_q}[lane]
         with self._jobs_lock:
             try:
                 q.put_nowait(job)
@@ -370,9 +403,15 @@ class Daemon:
                 return
             self._active[request_id] = job
             self._by_client[(ident, req.id)] = request_id
-        self.metrics.deferred.set(self.gen_q.qsize() + self.aux_q.qsize())
+        self.metrics.deferred.set(self._queued())
 
     # ------------------------------------------------------------------ workers
+
+    def _queues(self) -> tuple["queue.Queue[Job]", ...]:
+        return (self.gen_q, self.aux_q, self.slow_q)
+
+    def _queued(self) -> int:
+        return sum(q.qsize() for q in self._queues())
 
     def _start_workers(self) -> None:
         for i in range(self.cfg.server.max_concurrent_requests):
@@ -380,8 +419,12 @@ class Daemon:
                                                   name=f"gen-{i}", daemon=True))
         self._threads.append(threading.Thread(target=self._worker, args=(self.aux_q,),
                                               name="aux-0", daemon=True))
+        self._threads.append(threading.Thread(target=self._worker, args=(self.slow_q,),
+                                              name="slow-0", daemon=True))
         for t in self._threads:
             t.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def _worker(self, q: "queue.Queue[Job | None]") -> None:
         while True:
@@ -397,7 +440,7 @@ class Daemon:
                 with self._jobs_lock:
                     self._active.pop(job.request_id, None)
                     self._by_client.pop((job.ident, job.req.id), None)
-                self.metrics.deferred.set(self.gen_q.qsize() + self.aux_q.qsize())
+                self.metrics.deferred.set(self._queued())
         push = getattr(self._local, "push", None)
         if push is not None:
             push.close()
@@ -452,6 +495,8 @@ class Daemon:
             send(protocol.error_reply(job.req.id, err.to_wire()))
         finally:
             dt = time.perf_counter() - t0
+            if self.scheduler is not None and op not in PASSIVE_OPS:
+                self.scheduler.touch()  # idle time counts from the end of the last request
             self.metrics.requests.labels(op, status).inc()
             self.metrics.latency.labels(op).observe(dt)
             if op not in ("health", "metrics", "stats"):
@@ -491,6 +536,34 @@ class Daemon:
             if stage != "total":
                 self.metrics.stage_latency.labels(stage).observe(ms / 1000)
         return result
+
+    def _op_learn(self, job: Job) -> dict[str, Any]:
+        if self.scheduler is None:
+            raise NotFound("learning is disabled (learning.enabled = false or no router)")
+        return {"jobs": self.scheduler.run_now(wait=bool(job.req.args.get("wait")))}
+
+    def _op_backup(self, job: Job) -> dict[str, Any]:
+        """Online backup while serving: flush and save what lives in memory first."""
+        from . import backup
+
+        def before() -> None:
+            if self.components.memory is not None:
+                self.components.memory.flush()
+            self.components.save()
+
+        try:
+            res = backup.create_backup(self.db, self.data_dir, self.cfg.source_path or None,
+                                       Path(job.req.args["to"]), self.cfg.backup.keep_last,
+                                       before=before)
+        except RuvError:
+            self.metrics.backups.labels("error").inc()
+            raise
+        self.metrics.backups.labels("ok").inc()
+        return res
+
+    def _on_job_run(self, name: str, status: str, seconds: float, report: dict[str, Any]) -> None:
+        self.metrics.learning_jobs.labels(name, status).inc()
+        self.metrics.learning_job_seconds.labels(name).observe(seconds)
 
     def _op_cancel(self, job: Job) -> dict[str, Any]:
         target = job.req.args["request_id"]
@@ -545,7 +618,11 @@ class Daemon:
             res["status"] = "healthy"
         comps["resources"] = res
         comps["queue"] = {"status": "healthy", "gen": self.gen_q.qsize(), "aux": self.aux_q.qsize(),
-                          "max": self.cfg.server.max_queue, "active": len(self._active)}
+                          "slow": self.slow_q.qsize(), "max": self.cfg.server.max_queue,
+                          "active": len(self._active)}
+        for name, comp in self.components.health(self.scheduler).items():
+            comps[name] = comp
+            degraded = degraded or comp.get("status") == "degraded"
         status = "critical" if critical else "degraded" if degraded else "healthy"
         return {"status": status, "components": comps, "version": __version__,
                 "uptime_s": round(time.time() - self.started_at, 1)}
@@ -569,20 +646,29 @@ class Daemon:
                        "cached": total(self.metrics.cached_prompt_tokens).get("all", 0),
                        "completion": total(self.metrics.completion_tokens).get("all", 0)},
             "queue": {"gen": self.gen_q.qsize(), "aux": self.aux_q.qsize(),
-                      "active": len(self._active)},
+                      "slow": self.slow_q.qsize(), "active": len(self._active)},
+            "learning": self.scheduler.stats() if self.scheduler is not None else None,
             "model": self.engine.status(),
             "rss_mb": round(psutil.Process().memory_info().rss / 1_048_576, 1),
         }
 
     def render_metrics(self) -> str:
         self._update_gauges()
+        mem = self.components.memory
+        if mem is not None:
+            for kind, n in mem.db.read("SELECT kind, count(*) FROM nodes GROUP BY kind"):
+                self.metrics.memory_nodes.labels(kind).set(n)
         return self.metrics.render()
 
     def _update_gauges(self) -> None:
         self.metrics.memory_usage.set(psutil.Process().memory_info().rss)
         self.metrics.model_loaded.set(1 if self.engine.loaded else 0)
         self.metrics.uptime.set(time.time() - self.started_at)
-        self.metrics.deferred.set(self.gen_q.qsize() + self.aux_q.qsize())
+        self.metrics.quality.set(self.pipeline.recent_quality)
+        mem = self.components.memory
+        if mem is not None:
+            self.metrics.writeback_queue.set(mem._wb.depth())
+        self.metrics.deferred.set(self._queued())
 
     def _tick(self, now: float) -> None:
         """Once a second on the loop thread: cheap housekeeping only."""
@@ -598,12 +684,18 @@ class Daemon:
     # ------------------------------------------------------------------ signals
 
     def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, *_: object) -> None:
+        self._stop_requested = True   # only an assignment: safe however signals nest
+
+    def _on_reload_signal(self, *_: object) -> None:
+        self._reload_requested = True
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stop_requested = True
 
     def _do_reload(self) -> None:
         """SIGHUP: re-read the config file and apply the settings that are safe live."""
@@ -642,7 +734,7 @@ class Daemon:
     # ------------------------------------------------------------------ shutdown
 
     def _join_workers(self, timeout_s: float) -> None:
-        for q in (self.gen_q, self.aux_q):
+        for q in self._queues():
             for _ in range(len(self._threads)):
                 try:
                     q.put_nowait(None)  # type: ignore[arg-type]
@@ -655,8 +747,11 @@ class Daemon:
     def _shutdown(self, sock: zmq.Socket, pull: zmq.Socket) -> None:
         log.info("shutting down")
         try:
+            if self.scheduler is not None:
+                self.scheduler.stop(timeout=5.0)
             self._join_workers(self.cfg.server.drain_timeout_ms / 1000 + 2)
             self.pipeline.close()
+            self.components.save()
         except Exception:  # noqa: BLE001
             log.exception("error while flushing state")
         finally:

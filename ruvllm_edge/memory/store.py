@@ -61,6 +61,9 @@ _DEFAULT_SOURCE = {"fact": "user", "document": "user", "concept": "learning", "q
                    "query": "user", "agent_step": "model"}
 _TRUST = {"concept": 0.6, "qa_pair": 0.4, "agent_step": 0.3, "query": 0.2}
 PROTECTED_KINDS = ("fact", "document")   # never evicted (corrections are facts)
+# Facts the user vouched for (corrections 1.0, memory.add facts 0.9) count as
+# "trusted" in the router's best_trusted_sim feature.
+TRUSTED_FACT_MIN = 0.9
 PREVIEW_CHARS = 160
 VEC_LOG_KEEP = 20_000
 # Feedback step sizes: a rating pulls the answer's own qa_pair half-way to the
@@ -356,7 +359,7 @@ class MemoryStore:
         for i in g.ids[:g.n_hits]:
             by_kind[g.rows[i][0]] = by_kind.get(g.rows[i][0], 0) + 1
         trusted = [g.sims[j] for j, i in enumerate(g.ids)
-                   if g.rows[i][0] == "fact" and g.rows[i][1] == "feedback"]
+                   if g.rows[i][0] == "fact" and g.rows[i][6] >= TRUSTED_FACT_MIN]
         final = {c.id for c in cands}
         pairs = {(min(s, d), max(s, d)) for s, d, _, _ in g.edges if s in final and d in final}
         n = len(final)

@@ -1,0 +1,195 @@
+"""Builds the optional parts of the daemon (memory, router, learning) from config.
+
+Why a separate module: each part can be switched off in the config or can be
+unavailable (a missing embedder file), and the daemon must still serve what it
+can. This is the one place that decides what exists, how the parts are wired
+to each other, and how a missing part shows up in health.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import models as catalogue
+from .config import Config
+from .errors import NotFound, RuvError
+from .memory.db import Database
+
+log = logging.getLogger(__name__)
+
+ROUTER_FILE = "router.npz"
+MEMORY_OPS = ("memory.add", "memory.search", "memory.get", "memory.delete", "memory.stats",
+              "memory.export")
+
+
+def memory_handlers(memory: Any) -> dict[str, tuple[str, Callable[[Any], dict[str, Any]]]]:
+    """Protocol ops over a MemoryStore; they run on the aux lane."""
+
+    def add(job: Any) -> dict[str, Any]:
+        a = job.req.args
+        ids = memory.add(a["text"], kind=a.get("kind", "document"), metadata=a.get("metadata"))
+        return {"ids": ids, "chunks": len(ids)}
+
+    def get(job: Any) -> dict[str, Any]:
+        node = memory.get(job.req.args["id"])
+        if node is None:
+            raise NotFound(f"no memory node {job.req.args['id']}", id=job.req.args["id"])
+        return node
+
+    def delete(job: Any) -> dict[str, Any]:
+        if not memory.delete(job.req.args["id"]):
+            raise NotFound(f"no memory node {job.req.args['id']}", id=job.req.args["id"])
+        return {"id": job.req.args["id"], "deleted": True}
+
+    def export(job: Any) -> dict[str, Any]:
+        a = job.req.args
+        rows, nxt = memory.export(a.get("after_id", 0), a.get("limit", 1000),
+                                  a.get("include_archived", True))
+        return {"nodes": rows, "next_after_id": nxt}
+
+    return {
+        "memory.add": ("aux", add),
+        "memory.search": ("aux", lambda j: {"hits": memory.search(j.req.args["query"],
+                                                                  j.req.args.get("k", 10))}),
+        "memory.get": ("aux", get),
+        "memory.delete": ("aux", delete),
+        "memory.stats": ("aux", lambda j: memory.stats()),
+        "memory.export": ("aux", export),
+    }
+
+
+@dataclass
+class Components:
+    cfg: Config
+    db: Database
+    data_dir: Path
+    embedder: Any = None
+    memory: Any = None
+    router: Any = None
+    replay: Any = None
+    memory_error: str | None = None
+    router_error: str | None = None
+    extra_health: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def router_path(self) -> Path:
+        return self.data_dir / ROUTER_FILE
+
+    @classmethod
+    def build(cls, cfg: Config, db: Database, data_dir: Path) -> "Components":
+        c = cls(cfg, db, data_dir)
+        if cfg.memory.enabled or cfg.router.enabled:
+            c._build_embedder()
+        if cfg.memory.enabled and c.embedder is not None:
+            from .memory.store import MemoryStore
+            c.memory = MemoryStore(db, cfg.memory, c.embedder)
+        if cfg.router.enabled and c.embedder is not None:
+            c._build_router()
+        return c
+
+    def _build_embedder(self) -> None:
+        from .embedding import Embedder
+
+        name = self.cfg.embedding.model
+        try:
+            model_path, sha = catalogue.resolve(name, self.cfg.models_dir)
+            tok_name = catalogue.EMBEDDER_TOKENIZER.get(name)
+            if tok_name is None:
+                raise RuvError(f"embedding.model {name!r} has no catalogued tokenizer")
+            tok_path, tok_sha = catalogue.resolve(tok_name, self.cfg.models_dir)
+            catalogue.verify_file(model_path, sha)
+            catalogue.verify_file(tok_path, tok_sha)
+            e = self.cfg.embedding
+            self.embedder = Embedder(model_path, tok_path, threads=e.threads,
+                                     cache_entries=e.cache_entries, max_seq_tokens=e.max_seq_tokens,
+                                     batch_size=e.batch_size)
+        except (RuvError, catalogue.ModelIntegrityError) as exc:
+            self.memory_error = str(exc)
+            log.error("embedder unavailable: memory and router are off",
+                      extra={"error": str(exc)})
+
+    def _build_router(self) -> None:
+        from .learning.replay import ReplayBuffer
+        from .router.policy import Router
+
+        t0 = time.monotonic()
+        self.router = Router.load_or_init(self.router_path, self.cfg.router, self.cfg.learning)
+        if not self.router_path.exists():
+            self.router.save(self.router_path)   # the next start loads instead of re-deriving
+        log.info("router ready", extra={"version": self.router.version,
+                                        "bytes": self.router.size_bytes(),
+                                        "s": round(time.monotonic() - t0, 3)})
+        if self.cfg.learning.enabled:
+            self.replay = ReplayBuffer(self.db, self.cfg.learning.replay_capacity)
+
+    def make_scheduler(self, pipeline: Any, engine: Any,
+                       on_run: Callable[[str, str, float, dict[str, Any]], None]) -> Any:
+        """The idle-time jobs: router training, then memory edge decay and eviction."""
+        if not self.cfg.learning.enabled:
+            return None
+        from .learning.jobs import RouterLearningJob, db_lookup
+        from .learning.judge import judge_answer
+        from .learning.scheduler import IdleScheduler, Job
+
+        jobs: list[Job] = []
+        holder: dict[str, Any] = {}
+
+        def preempted_since(start: float) -> Callable[[], str | None]:
+            def stop() -> str | None:
+                sched = holder.get("sched")
+                if sched is not None and sched.idle_for_s() < time.monotonic() - start:
+                    return "cancelled"   # a request arrived: give the model back now
+                return None
+            return stop
+
+        def answer_with(query: str, decision: Any) -> Any:
+            return pipeline.answer_with(query, decision, preempted_since(time.monotonic()))
+
+        def judge(question: str, answer: str, reference: str | None) -> float:
+            stop = preempted_since(time.monotonic())
+            return judge_answer(lambda msgs, n, temp: engine.complete(msgs, n, temp, stop),
+                                question, answer, reference,
+                                self.embedder.embed if self.embedder is not None else None)
+
+        if self.router is not None and self.replay is not None:
+            rj = RouterLearningJob(self.router, self.router_path, self.replay, self.cfg.learning,
+                                   answer_with=answer_with, judge=judge, lookup=db_lookup(self.db),
+                                   max_tokens=self.cfg.inference.max_tokens)
+            jobs.append(rj.job())
+        if self.memory is not None:
+            mem = self.memory
+            jobs.append(Job("edge_decay", lambda ctx: {"edges_changed": mem.decay_edges()}))
+            jobs.append(Job("eviction", lambda ctx: {"evicted": mem.evict()}))
+        sched = IdleScheduler(self.cfg.learning, jobs, max_memory_mb=self.cfg.system.max_memory_mb,
+                              on_run=on_run)
+        holder["sched"] = sched
+        return sched
+
+    def health(self, scheduler: Any) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if self.cfg.memory.enabled:
+            if self.memory is not None:
+                out["memory"] = {"status": "healthy", "index_entries": len(self.memory.index),
+                                 "writeback_queued": self.memory._wb.depth()}
+            else:
+                out["memory"] = {"status": "degraded", "error": self.memory_error}
+        if self.cfg.router.enabled:
+            if self.router is not None:
+                out["router"] = {"status": "healthy", "version": self.router.version,
+                                 "size_bytes": self.router.size_bytes()}
+            else:
+                out["router"] = {"status": "degraded",
+                                 "error": self.router_error or self.memory_error}
+        if scheduler is not None:
+            out["learning"] = {"status": "healthy", "running": scheduler.running,
+                               "idle_s": round(scheduler.idle_for_s(), 1)}
+        return out
+
+    def save(self) -> None:
+        """Shutdown: persist the router (its weights change only by installed training)."""
+        if self.router is not None:
+            self.router.save(self.router_path)

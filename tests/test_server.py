@@ -1,0 +1,130 @@
+"""Server pieces that need no running process: rate limit, endpoint policy, dispatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from ruvllm_edge import config, protocol
+from ruvllm_edge.server import Daemon, StartupError, TokenBucket, check_endpoint_security
+
+
+def test_token_bucket_allows_burst_then_rate() -> None:
+    b = TokenBucket(rate=2.0, burst=3)
+    assert [b.allow(b"c", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert b.allow(b"c", 0.5) is True      # one token refilled after 0.5 s at 2/s
+    assert b.allow(b"c", 0.5) is False
+    assert b.allow(b"other", 0.5) is True  # per client
+    b.purge(1000.0)
+    assert b._state == {}
+
+
+@pytest.mark.parametrize("endpoint, curve, ok", [
+    ("ipc:///tmp/x.sock", False, True),
+    ("tcp://127.0.0.1:5555", False, True),
+    ("tcp://localhost:5555", False, True),
+    ("tcp://[::1]:5555", False, True),
+    ("tcp://0.0.0.0:5555", False, False),
+    ("tcp://192.168.1.4:5555", False, False),
+    ("tcp://eth0:5555", False, False),
+    ("tcp://0.0.0.0:5555", True, True),
+])
+def test_non_loopback_tcp_needs_curve(endpoint: str, curve: bool, ok: bool) -> None:
+    if ok:
+        check_endpoint_security(endpoint, curve)
+    else:
+        with pytest.raises(StartupError, match="CURVE|curve"):
+            check_endpoint_security(endpoint, curve)
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append(frames)
+
+    def replies(self) -> list[dict[str, Any]]:
+        return [msgpack.unpackb(f[-1], raw=False) for f in self.sent]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, models_dir: Path) -> Daemon:
+    cfg = config.load(env={}, data_dir=str(tmp_path / "d"), models_dir=str(models_dir))
+    d = Daemon(cfg)
+    d.endpoint = "test"
+    yield d
+    d.db.close()
+    d._release_lock()
+
+
+def test_dispatch_inline_ops_and_errors_without_a_socket_loop(daemon: Daemon) -> None:
+    s = FakeSocket()
+    daemon._on_message(s, [b"id1", protocol.pack(protocol.make_request("h", "health"))], True)
+    daemon._on_message(s, [b"id1", b"", protocol.pack(protocol.make_request("r", "stats"))], True)
+    daemon._on_message(s, [b"id1", b"\x93garbage"], True)
+    daemon._on_message(s, [b"id1", b"a", b"b", b"c"], True)   # bad framing: error, counted
+    r = s.replies()
+    assert r[0]["ok"] and r[0]["id"] == "h" and r[0]["result"]["status"] in ("healthy", "degraded")
+    assert s.sent[1][1] == b"" and r[1]["ok"]                 # REQ envelope preserved
+    assert r[2]["ok"] is False and r[2]["error"]["code"] == "bad_request"
+    assert len(s.sent) == 4 and len(s.sent[3]) == 2           # replied as to a DEALER
+    assert r[3]["error"]["code"] == "bad_request" and "frame" in r[3]["error"]["message"]
+    assert sum(daemon.stats()["malformed"].values()) == 2
+
+
+def test_queued_ops_get_busy_when_the_queue_is_full(daemon: Daemon) -> None:
+    s = FakeSocket()
+    for i in range(daemon.cfg.server.max_queue + 1):
+        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
+            f"q{i}", "query", {"query": "hi"}))], True)
+    r = s.replies()
+    assert len(r) == 1 and r[0]["error"]["code"] == "busy" and r[0]["id"] == f"q{i}"
+    assert daemon.gen_q.qsize() == daemon.cfg.server.max_queue
+
+
+def test_shutdown_refuses_new_work_with_busy(daemon: Daemon) -> None:
+    s = FakeSocket()
+    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
+        "q", "query", {"query": "hi"}))], accepting=False)
+    assert s.replies()[0]["error"]["code"] == "busy"
+    assert "shutting down" in s.replies()[0]["error"]["message"]
+
+
+def test_rate_limit_answers_rate_limited(daemon: Daemon) -> None:
+    daemon.rate = TokenBucket(rate=0.001, burst=2)
+    s = FakeSocket()
+    for i in range(3):
+        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(f"h{i}", "health"))],
+                           True)
+    codes = [r.get("error", {}).get("code") for r in s.replies()]
+    assert codes == [None, None, "rate_limited"]
+
+
+def test_a_crashing_handler_becomes_an_internal_error(daemon: Daemon) -> None:
+    def boom(job: Any) -> dict[str, Any]:
+        raise ZeroDivisionError("bug")
+
+    daemon.handlers["stats"] = ("inline", boom)
+    s = FakeSocket()
+    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request("x", "stats"))], True)
+    r = s.replies()[0]
+    assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError" in \
+        r["error"]["message"]
+
+
+def test_data_dir_lock_refuses_a_second_daemon(daemon: Daemon) -> None:
+    with pytest.raises(StartupError, match="another ruvllm-edge daemon"):
+        Daemon(daemon.cfg)
+
+
+def test_corrupt_database_refuses_start_and_names_restore(tmp_path: Path, models_dir: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "memory.db").write_bytes(b"SQLite format 3\0" + b"\xff" * 8192)
+    cfg = config.load(env={}, data_dir=str(d), models_dir=str(models_dir))
+    with pytest.raises(StartupError, match="ruvllm-edge restore"):
+        Daemon(cfg)
