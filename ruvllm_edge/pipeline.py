@@ -14,6 +14,7 @@ recording: exploration writes nothing to sessions, memory or the request log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -236,13 +237,11 @@ class Pipeline:
             x = self._features(query, qvec, retrieval, session.turn_index if session else 0,
                                ctx.queue_len, cons)
         decision, h_next = self._route(x, session.router_state if session else None, defaults)
-        # What the caller set explicitly wins over the router's choice.
-        if "temperature" in cons or "top_p" in cons:
-            import dataclasses
-            decision = dataclasses.replace(
-                decision, temperature=defaults["temperature"] if "temperature" in cons
-                else decision.temperature,
-                top_p=defaults["top_p"] if "top_p" in cons else decision.top_p)
+        # What the caller set explicitly wins over the router's choice; the
+        # router decides what the caller left open (and always the memory use).
+        explicit = {k: defaults[k] for k in ("max_tokens", "temperature", "top_p") if k in cons}
+        if explicit:
+            decision = dataclasses.replace(decision, **explicit)
         lat["routing"] = (time.perf_counter() - t) * 1000
 
         system = session.system_prompt if session and session.system_prompt else icfg.system_prompt
