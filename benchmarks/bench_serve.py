@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ruvllm_edge import models as catalogue  # noqa: E402
-from ruvllm_edge.client import Client  # noqa: E402
+from _daemon import BenchDaemon  # noqa: E402
 from ruvllm_edge.config import InferenceConfig  # noqa: E402
 
 PROMPTS = [
@@ -85,29 +83,11 @@ class RawLlama:
         return ms, int(out["usage"]["completion_tokens"]), out["choices"][0]["message"]["content"]
 
 
-def start_daemon(data: Path, models_dir: Path, n_threads: int, memory: bool) -> subprocess.Popen:
-    cfg = data.parent / f"{data.name}.toml"
-    cfg.write_text(
-        "[inference]\nkeep_alive_s = -1\npreload = true\n"
-        f"n_threads = {n_threads}\n"
-        f"[memory]\nenabled = {'true' if memory else 'false'}\n"
-        f"[router]\nenabled = {'true' if memory else 'false'}\n"
-        "[learning]\nidle_after_s = 86400.0\n")
-    data.mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-m", "ruvllm_edge.cli", "serve", "--config", str(cfg),
-                             "--data-dir", str(data), "--models-dir", str(models_dir)],
-                            stdout=subprocess.DEVNULL, stderr=open(data.parent / f"{data.name}.log", "w"),
-                            cwd=str(ROOT))
-    ep = f"ipc://{data}/ruvllm-edge.sock"
-    with Client(ep, timeout_s=1) as c:
-        for _ in range(600):
-            try:
-                if c.health(timeout_s=1)["components"]["inference"]["state"] == "loaded":
-                    break
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            time.sleep(0.1)
-    return proc
+def daemon_toml(n_threads: int, memory: bool) -> str:
+    on = "true" if memory else "false"
+    return (f"[inference]\nkeep_alive_s = -1\npreload = true\nn_threads = {n_threads}\n"
+            f"[memory]\nenabled = {on}\n[router]\nenabled = {on}\n"
+            "[learning]\nidle_after_s = 86400.0\n")
 
 
 def main() -> int:
@@ -126,9 +106,10 @@ def main() -> int:
     raw = RawLlama(model, icfg.n_ctx_tokens, args.threads, icfg.repeat_penalty)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        procs = {"serve": start_daemon(Path(tmp) / "serve", models_dir, args.threads, False),
-                 "full": start_daemon(Path(tmp) / "full", models_dir, args.threads, True)}
-        clients = {k: Client(f"ipc://{tmp}/{k}/ruvllm-edge.sock", timeout_s=300) for k in procs}
+        procs = {name: BenchDaemon(Path(tmp) / name, models_dir,
+                                   daemon_toml(args.threads, name == "full")
+                                   ).start(until_loaded=True) for name in ("serve", "full")}
+        clients = {k: d.client() for k, d in procs.items()}
         clients["full"].memory_add("The Harbor Lab wifi password is tangerine-42.")
         clients["full"].memory_add("The north gate code is 7341; the south gate has no code.")
         runs: dict[str, dict[str, list]] = {k: {"ms": [], "tokens": [], "same_text": []}
@@ -156,9 +137,8 @@ def main() -> int:
         finally:
             for c in clients.values():
                 c.close()
-            for p in procs.values():
-                p.send_signal(signal.SIGTERM)
-                p.wait(60)
+            for d in procs.values():
+                d.stop()
     for name, r in runs.items():
         results[name] = summary(r["ms"], r["tokens"])
     results["serve"]["identical_text_share"] = round(

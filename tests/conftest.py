@@ -8,6 +8,7 @@ MiniLM ONNX models that install.sh fetched into ./models.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,22 @@ def embedder_paths(models_dir: Path) -> tuple[Path, Path]:
             catalogue.path_of("minilm-l6-int8-tokenizer", models_dir))
 
 
+@pytest.fixture(scope="module")
+def emb(embedder_paths: tuple[Path, Path]) -> Any:
+    """The real int8 MiniLM embedder (one per test module: it keeps an LRU cache)."""
+    from ruvllm_edge.embedding import Embedder
+    return Embedder(*embedder_paths)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Any]:
+    """A fresh, migrated SQLite file."""
+    from ruvllm_edge.memory.db import Database
+    d = Database(tmp_path / "memory.db")
+    yield d
+    d.close()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
@@ -82,6 +99,25 @@ TEST_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+_ROUTER_SEED: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def router_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One first-start router per test session, copied into new data dirs.
+
+    A fresh data dir otherwise spends ~5 s deriving the same deterministic
+    initial policy (tests/test_router_policy.py covers that path itself).
+    """
+    from ruvllm_edge.config import LearningConfig, RouterConfig
+    from ruvllm_edge.router.policy import Router
+
+    path = tmp_path_factory.getbasetemp() / "router-seed.npz"
+    Router.init(RouterConfig(), LearningConfig()).save(path)
+    _ROUTER_SEED[:] = [path]
+    return path
+
+
 class DaemonProcess:
     """A real daemon subprocess with helpers to talk to it, kill it and restart it."""
 
@@ -98,7 +134,11 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: list[Client] = []
 
-    def start(self, wait_s: float = 60.0) -> "DaemonProcess":
+    def start(self, wait_s: float = 60.0, seed_router: bool = True) -> "DaemonProcess":
+        router = self.data_dir / "router.npz"
+        if seed_router and _ROUTER_SEED and not router.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_ROUTER_SEED[0], router)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

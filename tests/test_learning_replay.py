@@ -23,13 +23,6 @@ def _s(i: int, **kw: object) -> ReplaySample:
     return ReplaySample(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture()
-def db(tmp_path: Path) -> Database:
-    d = Database(tmp_path / "memory.db")
-    yield d
-    d.close()
-
-
 def test_fills_to_capacity_then_stays_there(db: Database) -> None:
     buf = ReplayBuffer(db, capacity=10, rng=np.random.default_rng(0))
     for i in range(10):

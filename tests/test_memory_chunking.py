@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from ruvllm_edge.embedding import Embedder
 from ruvllm_edge.memory.chunking import chunk_text
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-
-
-@pytest.fixture(scope="module")
-def emb() -> Embedder:
-    return Embedder(MODELS / "minilm-l6-int8.onnx", MODELS / "minilm-l6-int8.tokenizer.json")
 
 
 def test_short_text_is_one_chunk(emb: Embedder) -> None:

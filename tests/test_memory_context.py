@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from ruvllm_edge.embedding import Embedder
 from ruvllm_edge.memory.context import CUT_MARK, HEADER, pack_context, render_memory
 from ruvllm_edge.memory.retrieval import Candidate
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def words(text: str) -> int:
@@ -24,11 +21,6 @@ def cand(i: int, text: str, kind: str = "qa_pair", source: str = "model", trust:
          relevance: float = 0.9, metadata: dict | None = None) -> Candidate:
     return Candidate(id=i, kind=kind, text=text, trust=trust, quality=0.8, similarity=0.8, relevance=relevance,
                      hop=0, created_at=time.time(), source=source, metadata=metadata or {})
-
-
-@pytest.fixture(scope="module")
-def emb() -> Embedder:
-    return Embedder(MODELS / "minilm-l6-int8.onnx", MODELS / "minilm-l6-int8.tokenizer.json")
 
 
 def test_everything_fits_and_renders_as_quoted_data(emb: Embedder) -> None:

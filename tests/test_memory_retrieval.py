@@ -17,7 +17,6 @@ from ruvllm_edge.memory.retrieval import (BitIndex, as_words, drop_near_duplicat
                                           similarity_stats)
 from ruvllm_edge.memory.store import MemoryStore
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def clustered(n: int, d: int = 384, clusters: int | None = None, noise: float = 0.6,
@@ -29,11 +28,6 @@ def clustered(n: int, d: int = 384, clusters: int | None = None, noise: float = 
     c = rng.standard_normal((clusters, d)).astype(np.float32)
     x = c[rng.integers(0, clusters, n)] + noise * rng.standard_normal((n, d)).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def emb() -> Embedder:
-    return Embedder(MODELS / "minilm-l6-int8.onnx", MODELS / "minilm-l6-int8.tokenizer.json")
 
 
 def test_quantize_matches_sqlite_vec() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,20 +16,7 @@ from ruvllm_edge.memory import graph
 from ruvllm_edge.memory.db import Database
 from ruvllm_edge.memory.store import MemoryStore
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 DAY = 86_400.0
-
-
-@pytest.fixture(scope="module")
-def emb() -> Embedder:
-    return Embedder(MODELS / "minilm-l6-int8.onnx", MODELS / "minilm-l6-int8.tokenizer.json")
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(tmp_path / "memory.db")
-    yield d
-    d.close()
 
 
 def make(db: Database, emb: Embedder, **cfg: object) -> MemoryStore:

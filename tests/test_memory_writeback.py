@@ -6,7 +6,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -18,19 +18,6 @@ from ruvllm_edge.memory.db import Database
 from ruvllm_edge.memory.store import MemoryStore, qa_text
 from ruvllm_edge.memory.writeback import Interaction, WritebackQueue
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
-
-
-@pytest.fixture(scope="module")
-def emb() -> Embedder:
-    return Embedder(MODELS / "minilm-l6-int8.onnx", MODELS / "minilm-l6-int8.tokenizer.json")
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(tmp_path / "memory.db")
-    yield d
-    d.close()
 
 
 def make(db: Database, emb: Embedder, **cfg: object) -> MemoryStore:

@@ -24,7 +24,7 @@ import pytest
 from conftest import MODELS_DIR, ROOT, DaemonProcess
 from ruvllm_edge import backup as bk
 from ruvllm_edge.memory.db import Database, connect
-from test_crash import FAST, Burst, seed_router
+from faultkit import FAST, Burst
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,6 @@ def bd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     base = tmp_path_factory.mktemp("backup")
     data = base / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     cfg = {**FAST, "memory": {"writeback_quality_threshold": 0.0, "writeback_flush_ms": 50}}
     dp = DaemonProcess(data, MODELS_DIR, cfg, base / "daemon.log").start()
     yield dp

@@ -1,7 +1,5 @@
 """kill -9 in the middle of a write burst, then restart: nothing acknowledged is lost.
 
-Also home of the helpers the other fault tests share (seed_router, Burst).
-
 An acknowledgement is a reply with ok=true to memory.add or feedback. SQLite in
 WAL mode with synchronous=NORMAL makes a commit survive the death of the
 process, and the daemon replies only after the commit, so every acknowledged
@@ -10,100 +8,22 @@ write must be there after the restart, in a file that passes integrity_check.
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ruvllm_edge.client import Client
-from ruvllm_edge.config import LearningConfig, RouterConfig
-from ruvllm_edge.errors import ClientError
+from faultkit import FAST, Burst
 from ruvllm_edge.memory.db import connect
 
 pytestmark = pytest.mark.slow
 
-# One llama.cpp thread: on a busy 2-core CI box two spinning threads made 4 tokens take 20 s.
-FAST = {"server": {"rate_limit_per_s": 100_000.0, "rate_limit_burst": 1_000_000},
-        "learning": {"enabled": False}, "inference": {"n_threads": 1}}
-
-
-def seed_router(factory: pytest.TempPathFactory) -> Path:
-    """One router.npz per session: copied into a data dir it skips the first-start curriculum."""
-    path = factory.getbasetemp() / "router-seed.npz"
-    if not path.exists():
-        from ruvllm_edge.router.policy import Router
-        Router.init(RouterConfig(), LearningConfig()).save(path)
-    return path
-
-
-class Burst:
-    """Writer threads, each on its own connection, recording what was acknowledged."""
-
-    def __init__(self, endpoint: str, request_ids: list[str]) -> None:
-        self.endpoint = endpoint
-        self.request_ids = request_ids
-        self.stop = threading.Event()
-        self.nodes: dict[int, str] = {}         # acknowledged memory.add: node id -> text
-        self.feedback: dict[int, tuple[str, int]] = {}  # feedback id -> (request id, rating)
-        self.sent = 0
-        self.failed_after_kill = 0
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._adder, args=(i,)) for i in range(2)]
-        self.threads.append(threading.Thread(target=self._rater))
-
-    def _run(self, one: Any) -> None:
-        with Client(self.endpoint, timeout_s=5) as c:
-            i = 0
-            while not self.stop.is_set():
-                with self._lock:
-                    self.sent += 1
-                try:
-                    one(c, i)
-                except ClientError:     # the daemon died under this request
-                    with self._lock:
-                        self.failed_after_kill += 1
-                    return
-                i += 1
-
-    def _adder(self, n: int) -> None:
-        def one(c: Client, i: int) -> None:
-            text = f"crash test fact {n}-{i} {uuid.uuid4().hex}: the ferry leaves at {i % 24}:00"
-            ids = c.memory_add(text, kind="fact")["ids"]
-            with self._lock:
-                self.nodes[ids[0]] = text
-        self._run(one)
-
-    def _rater(self) -> None:
-        def one(c: Client, i: int) -> None:
-            rid = self.request_ids[i % len(self.request_ids)]
-            rating = 1 + i % 5
-            fid = c.feedback(rid, rating=rating)["feedback_id"]
-            with self._lock:
-                self.feedback[fid] = (rid, rating)
-        self._run(one)
-
-    def acked(self) -> int:
-        with self._lock:
-            return len(self.nodes) + len(self.feedback)
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def join(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
 
 def test_kill9_during_a_write_burst_loses_no_acknowledged_write(
-        start_daemon: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        start_daemon: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     d = start_daemon(FAST, data_dir=data)
     c = d.client()
     request_ids = [c.query(f"Say the number {i}.", max_tokens=4)["request_id"] for i in range(2)]

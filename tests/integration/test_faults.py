@@ -26,16 +26,15 @@ from conftest import MODELS_DIR, DaemonProcess
 from ruvllm_edge import models as catalogue
 from ruvllm_edge.errors import ClientError
 from ruvllm_edge.memory.db import connect
-from test_crash import FAST, seed_router
+from faultkit import FAST
 
 pytestmark = pytest.mark.slow
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, data: Path, log: Path,
+def start(data: Path, log: Path,
           config: dict[str, dict[str, Any]] | None = None, models: Path = MODELS_DIR
           ) -> DaemonProcess:
     data.mkdir(parents=True, exist_ok=True)
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     cfg = {k: dict(v) for k, v in FAST.items()}
     for section, values in (config or {}).items():
         cfg.setdefault(section, {}).update(values)
@@ -94,11 +93,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_tmpfs_gives_clear_errors_not_corruption(small_tmpfs: Path,
-                                                      tmp_path_factory: pytest.TempPathFactory,
-                                                      tmp_path: Path) -> None:
+def test_full_tmpfs_gives_clear_errors_not_corruption(small_tmpfs: Path, tmp_path: Path) -> None:
     data = small_tmpfs / "data"
-    d = start(tmp_path_factory, data, tmp_path / "daemon.log", {"system": {"min_free_disk_mb": 1}})
+    d = start(data, tmp_path / "daemon.log", {"system": {"min_free_disk_mb": 1}})
     c = d.client(timeout_s=60)
     acked: dict[int, str] = {}
     for i in range(5):
@@ -136,10 +133,9 @@ def test_full_tmpfs_gives_clear_errors_not_corruption(small_tmpfs: Path,
     print(f"\nfull tmpfs: {len(acked)} writes acknowledged, then: {err.message[:120]}")
 
 
-def test_rlimit_fsize_gives_clear_errors(tmp_path_factory: pytest.TempPathFactory,
-                                         tmp_path: Path) -> None:
+def test_rlimit_fsize_gives_clear_errors(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    d = start(tmp_path_factory, data, tmp_path / "daemon.log")
+    d = start(data, tmp_path / "daemon.log")
     c = d.client(timeout_s=60)
     acked: dict[int, str] = {}
     for i in range(5):
@@ -169,9 +165,7 @@ def test_rlimit_fsize_gives_clear_errors(tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.parametrize("fault", ["missing", "corrupt"])
-def test_bad_model_degrades_but_memory_keeps_working(fault: str, tmp_path: Path,
-                                                     tmp_path_factory: pytest.TempPathFactory
-                                                     ) -> None:
+def test_bad_model_degrades_but_memory_keeps_working(fault: str, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     for name in ("minilm-l6-int8", "minilm-l6-int8-tokenizer"):
@@ -180,7 +174,7 @@ def test_bad_model_degrades_but_memory_keeps_working(fault: str, tmp_path: Path,
     llm = catalogue.path_of(catalogue.DEFAULT_LLM, models)
     if fault == "corrupt":   # right name and size, wrong bytes
         llm.write_bytes(os.urandom(1 << 20) * (catalogue.CATALOGUE[catalogue.DEFAULT_LLM].size_bytes >> 20))
-    d = start(tmp_path_factory, tmp_path / "data", tmp_path / "daemon.log", models=models)
+    d = start(tmp_path / "data", tmp_path / "daemon.log", models=models)
     c = d.client()
     with pytest.raises(ClientError) as err:
         c.query("What is the capital of France?", max_tokens=8)

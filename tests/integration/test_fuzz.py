@@ -32,7 +32,6 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from conftest import MODELS_DIR, DaemonProcess
 from ruvllm_edge import protocol
 from ruvllm_edge.memory.db import connect
-from test_crash import seed_router
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +87,6 @@ def fz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("fuzz")
     data = base / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     dp = DaemonProcess(data, MODELS_DIR, FUZZ_CONFIG, base / "daemon.log").start()
     c = dp.client(timeout_s=60)
     facts = {}

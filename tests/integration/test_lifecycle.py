@@ -41,7 +41,7 @@ from ruvllm_edge.client import Client
 from ruvllm_edge.config import LearningConfig, RouterConfig
 from ruvllm_edge.errors import ClientError, ClientTimeout
 from ruvllm_edge.memory.db import connect
-from test_crash import FAST, seed_router
+from faultkit import FAST
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,6 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("life")
     data = base / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     listener = NotifyListener(base / "notify.sock")
     saved = {k: os.environ.get(k) for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     os.environ.update(NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="2000000")
@@ -243,10 +242,9 @@ def test_sigterm_flushes_writeback_saves_router_and_exits_0(life: dict[str, Any]
 
 
 def test_a_corrupt_database_names_restore_and_restore_brings_it_back(
-        start_daemon: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        start_daemon: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     d = start_daemon(FAST, data_dir=data)
     c = d.client()
     facts = {}
@@ -318,13 +316,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_curve_over_loopback_tcp_end_to_end(tmp_path: Path,
-                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_curve_over_loopback_tcp_end_to_end(tmp_path: Path) -> None:
     public, secret = (k.decode() for k in zmq.curve_keypair())
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     data = tmp_path / "data"
     data.mkdir()
-    (data / "router.npz").write_bytes(seed_router(tmp_path_factory).read_bytes())
     cfg = {**FAST, "server": {**FAST["server"], "endpoint": endpoint,
                               "curve_secret_key": secret, "curve_public_key": public}}
     d = CurveDaemon(data, MODELS_DIR, cfg, tmp_path / "daemon.log", endpoint=endpoint,

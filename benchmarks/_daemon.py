@@ -1,0 +1,59 @@
+"""A real daemon subprocess for benchmarks (start, wait ready, SIGTERM)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ruvllm_edge.client import Client  # noqa: E402
+
+
+class BenchDaemon:
+    """``ruvllm-edge serve`` on its own data dir and ipc socket, with a TOML config."""
+
+    def __init__(self, data: Path, models_dir: Path, config_toml: str) -> None:
+        self.data = data
+        self.models_dir = models_dir
+        self.cfg = data.parent / f"{data.name}.toml"
+        self.log = data.parent / f"{data.name}.log"
+        self.endpoint = f"ipc://{data}/ruvllm-edge.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.configure(config_toml)
+
+    def configure(self, config_toml: str) -> None:
+        self.cfg.write_text(config_toml)
+
+    def start(self, wait_s: float = 120.0, until_loaded: bool = False) -> "BenchDaemon":
+        self.data.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ruvllm_edge.cli", "serve", "--config", str(self.cfg),
+                 "--data-dir", str(self.data), "--models-dir", str(self.models_dir)],
+                stdout=log, stderr=log, cwd=str(ROOT))
+        end = time.monotonic() + wait_s
+        with Client(self.endpoint, timeout_s=1) as c:
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"daemon exited with {self.proc.returncode}; see {self.log}")
+                try:
+                    h = c.health(timeout_s=1)
+                    if not until_loaded or h["components"]["inference"]["state"] == "loaded":
+                        return self
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+                time.sleep(0.1)
+        raise SystemExit(f"daemon not ready after {wait_s} s; see {self.log}")
+
+    def client(self, timeout_s: float = 300.0) -> Client:
+        return Client(self.endpoint, timeout_s=timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(120)
