@@ -80,7 +80,7 @@ def cmd_models(ns: argparse.Namespace) -> int:
         for row in catalogue.status(mdir, check_hash=False):
             mark = "present" if row["present"] else "missing"
             opt = " (optional)" if row["optional"] else ""
-            print(f"{row['name']:<28} {row['kind']:<9} {int(row['size_bytes']) / 1e6:7.1f} MB "
+            print(f"{row['name']:<28} {row['kind']:<9} {float(str(row['size_bytes'])) / 1e6:7.1f} MB "
                   f"{row['licence']:<11} {mark}{opt}  [{row['packages']}]")
         return 0
     names = ns.names or ([n for n in catalogue.CATALOGUE] if ns.all else list(catalogue.REQUIRED))

@@ -60,7 +60,7 @@ class Client:
                  data_dir: str | None = None, curve_server_key: str | None = None) -> None:
         self.endpoint = endpoint or default_endpoint(data_dir)
         self.timeout_s = timeout_s
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         if curve_server_key:

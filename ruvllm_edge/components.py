@@ -164,6 +164,10 @@ class Components:
             mem = self.memory
             jobs.append(Job("edge_decay", lambda ctx: {"edges_changed": mem.decay_edges()}))
             jobs.append(Job("eviction", lambda ctx: {"evicted": mem.evict()}))
+            if self.cfg.memory.compress_enabled and self.embedder is not None:
+                from .memory.compress import compression_job
+                jobs.append(compression_job(mem, engine.complete, self.embedder.embed,
+                                            self.cfg.memory))
         sched = IdleScheduler(self.cfg.learning, jobs, max_memory_mb=self.cfg.system.max_memory_mb,
                               on_run=on_run)
         holder["sched"] = sched

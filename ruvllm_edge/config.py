@@ -148,6 +148,31 @@ class MemoryConfig:
     # Graph-attention ranking: SGD step size and L2 pull towards the initial parameters.
     ranking_learning_rate: float = _f(0.05, 0.0, 1.0)
     ranking_l2: float = _f(0.01, 0.0, 10.0)
+    # Learning loop C (memory/compress.py): idle-time summaries of dense clusters
+    # of old qa_pairs/queries/agent_steps into concept nodes.
+    compress_enabled: bool = _f(True)
+    # Cluster size bounds (members per concept).
+    compress_min_cluster: int = _f(3, 2, 64)
+    compress_max_cluster: int = _f(8, 2, 64)
+    # Mean pairwise cosine a cluster must keep (MiniLM: paraphrases ~0.7-0.9).
+    compress_min_cohesion: float = _f(0.6, 0.0, 1.0)
+    # Edges (same_topic, answered_by, follows) weaker than this do not link a cluster.
+    compress_min_edge_weight: float = _f(0.5, 0.0, 1.0)
+    # Only nodes created at least this long ago are clustered (live topics stay whole).
+    compress_min_age_days: float = _f(1.0, 0.0, 36_500.0)
+    # Members not accessed for this long are archived (kept, out of default search).
+    compress_archive_after_days: float = _f(30.0, 0.0, 36_500.0)
+    # Model summaries written per idle run (each is one LLM call).
+    compress_max_per_run: int = _f(4, 1, 1000)
+    compress_summary_tokens: int = _f(96, 16, 1024)
+    # Each member's text is shortened to this in the summary prompt.
+    compress_member_chars: int = _f(400, 50, 100_000)
+    # Nodes read per run (vectors: 1.5 KB each); the scan window rotates between runs.
+    compress_max_candidates: int = _f(5000, 10, 1_000_000)
+    # Validation: summary-to-centroid cosine, the worst summary-to-member cosine, and length.
+    compress_min_summary_cosine: float = _f(0.7, 0.0, 1.0)
+    compress_min_member_cosine: float = _f(0.4, 0.0, 1.0)
+    compress_max_summary_chars: int = _f(600, 32, 100_000)
 
 
 @dataclass(frozen=True)
@@ -278,6 +303,9 @@ def _semantic_errors(cfg: Config) -> list[str]:
     if cfg.server.drop_message_bytes < cfg.server.max_message_bytes:
         errs.append("server.drop_message_bytes: must be >= server.max_message_bytes "
                     f"({cfg.server.max_message_bytes})")
+    if cfg.memory.compress_min_cluster > cfg.memory.compress_max_cluster:
+        errs.append(f"memory.compress_min_cluster: {cfg.memory.compress_min_cluster} must be <= "
+                    f"memory.compress_max_cluster ({cfg.memory.compress_max_cluster})")
     if cfg.router.low_rank > cfg.router.hidden_dim:
         errs.append(f"router.low_rank: {cfg.router.low_rank} must be <= router.hidden_dim "
                     f"({cfg.router.hidden_dim})")

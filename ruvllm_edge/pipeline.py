@@ -60,6 +60,7 @@ class QueryContext:
 class Answer:
     text: str
     finish_reason: str
+    user_prompt: str | None = None       # the user turn as the model saw it
     sources: list[Candidate] = field(default_factory=list)
     gen: Generation | None = None
     cut_ids: list[int] = field(default_factory=list)
@@ -108,15 +109,26 @@ def prompt_records(cands: Sequence[Candidate], k: int, relative_relevance: float
 
     Near misses confuse a 135M model (it answers with the neighbour's value),
     so records well below the best one by relevance - or, for direct hits, by
-    similarity - stay out even when the router asked for more.
+    similarity - stay out even when the router asked for more. And when a
+    record the user vouched for (a correction or a fact, trust >= 0.9) matches,
+    earlier model answers yield to it: a wrong answer phrased exactly like the
+    question would otherwise out-match the fact that corrects it.
     """
     if not cands or k <= 0:
         return []
     floor = max(c.relevance for c in cands) * relative_relevance
-    best_sim = max(c.similarity for c in cands if c.hop == 0) if any(
-        c.hop == 0 for c in cands) else 0.0
-    return [c for c in cands[:k] if c.relevance >= floor
-            and (c.hop > 0 or c.similarity >= best_sim - similarity_margin)]
+    pool = [c for c in cands if c.relevance >= floor]
+    if any(c.trust >= MEMORY_ANSWER_MIN_TRUST and c.similarity >= MEMORY_ANSWER_MIN_SIM
+           for c in pool):
+        pool = [c for c in pool if c.source != "model"]
+    hits = [c.similarity for c in pool if c.hop == 0]
+    best_sim = max(hits) if hits else 0.0
+    return [c for c in pool if c.hop > 0 or c.similarity >= best_sim - similarity_margin][:k]
+
+
+def memory_turn(memory_block: str, query: str) -> str:
+    """The user turn with memory: quoted records first, the question last."""
+    return f"{memory_block}\n\nQuestion: {query}"
 
 
 def source_row(c: Candidate) -> dict[str, Any]:
@@ -192,22 +204,26 @@ class Pipeline:
             if hit is not None:
                 if on_token:
                     on_token(hit.text)
-                return Answer(hit.text, "memory", [hit])
+                return Answer(hit.text, "memory", None, [hit])
         used = prompt_records(cands, decision.context_k, self.cfg.memory.relative_relevance,
                               self.cfg.memory.similarity_margin)
-        system = system_base
+        user = query
         packed = None
         if used and self.cfg.memory.context_budget_tokens > 0:
             packed = pack_context(used, self.cfg.memory.context_budget_tokens,
                                   self.engine.count_tokens)
             if packed.node_ids:
-                system = f"{system_base}\n\n{render_memory(packed)}"
-        plan = self.engine.plan(system, history, query, max_tokens)
+                # The records go in the user turn, right before the question:
+                # SmolLM2 answered 94 % of memory questions right this way and
+                # 79 % with the same records in the system prompt.
+                user = memory_turn(render_memory(packed), query)
+        plan = self.engine.plan(system_base, history, user, max_tokens)
         gen = self.engine.generate(plan, temperature=decision.temperature, top_p=decision.top_p,
                                    on_token=on_token, should_stop=should_stop)
         in_prompt = set(packed.node_ids) if packed else set()
-        return Answer(gen.text, gen.finish_reason, [c for c in used if c.id in in_prompt], gen,
-                      list(packed.cut) if packed else [], list(packed.dropped) if packed else [])
+        return Answer(gen.text, gen.finish_reason, user, [c for c in used if c.id in in_prompt],
+                      gen, list(packed.cut) if packed else [],
+                      list(packed.dropped) if packed else [])
 
     # ------------------------------------------------------------------ query
 
@@ -297,17 +313,20 @@ class Pipeline:
             result["session_id"] = sid
         self._record(ctx.request_id, sid, query, result, x)
         if sid:
-            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next)
+            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next, ans.user_prompt)
         self._after_answer(ctx.request_id, sid, query, ans, qvec, quality, x, decision,
-                           lat["total"] / 1000, session.turn_index if session else 0)
+                           lat["total"] / 1000, session.turn_index if session else 0, use_memory)
         return result
 
     def _after_answer(self, request_id: str, sid: str | None, query: str, ans: Answer,
                       qvec: np.ndarray | None, quality: float, x: np.ndarray | None,
-                      decision: Any, latency_s: float, turn_index: int) -> None:
+                      decision: Any, latency_s: float, turn_index: int,
+                      use_memory: bool) -> None:
         """Learning hand-offs; a failure here must never fail the answered request."""
         try:
-            if self.memory is not None and qvec is not None and ans.finish_reason != "memory":
+            # A query that opted out of memory is not remembered either.
+            if (self.memory is not None and qvec is not None and use_memory
+                    and ans.finish_reason != "memory"):
                 from .memory.writeback import Interaction
                 self.memory.record_interaction(Interaction(
                     request_id=request_id, session_id=sid, query=query, answer=ans.text,

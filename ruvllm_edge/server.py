@@ -141,7 +141,7 @@ class Daemon:
         self.pipeline = Pipeline(cfg, self.db, self.engine, self.sessions, memory=c.memory,
                                  embedder=c.embedder, router=c.router, replay=c.replay)
         self.scheduler = c.make_scheduler(self.pipeline, self.engine, self._on_job_run)
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.gen_q: queue.Queue[Job] = queue.Queue(maxsize=cfg.server.max_queue)
         self.aux_q: queue.Queue[Job] = queue.Queue(maxsize=cfg.server.max_queue)
         # Long admin work (learn, backup) has its own lane so memory ops never wait for it.
@@ -454,12 +454,12 @@ class Daemon:
     def _run_job(self, job: Job, inline_sock: zmq.Socket | None = None) -> None:
         """Run a handler and send its reply; every exception becomes an error reply."""
         op = job.req.op
-        send: Callable[[dict[str, Any]], None]
-        if inline_sock is not None:
-            send = lambda m: inline_sock.send_multipart([job.ident, *job.prefix,  # noqa: E731
-                                                         protocol.pack(m)])
-        else:
-            send = lambda m: self._send_from_worker(job, m)  # noqa: E731
+        def send(msg: dict[str, Any]) -> None:
+            if inline_sock is not None:
+                inline_sock.send_multipart([job.ident, *job.prefix, protocol.pack(msg)])
+            else:
+                self._send_from_worker(job, msg)
+
         t0 = time.perf_counter()
         status = "ok"
         try:

@@ -26,7 +26,7 @@ class Session:
     id: str
     created_at: float
     system_prompt: str | None
-    history: list[tuple[str, str]]        # [(role, content)] oldest first
+    history: list[tuple[str, str]]        # [(role, text the model saw)] oldest first
     router_state: np.ndarray | None        # (hidden,) float32
     turn_index: int                        # user turns so far
 
@@ -55,8 +55,9 @@ class SessionStore:
     def load(self, sid: str) -> Session:
         row = self._row(sid)
         turns = self.db.read(
-            "SELECT role, content FROM (SELECT id, role, content FROM turns WHERE session_id = ? "
-            "ORDER BY id DESC LIMIT ?) ORDER BY id", (sid, MAX_TURNS_LOADED)).fetchall()
+            "SELECT role, text FROM (SELECT id, role, coalesce(prompt, content) AS text FROM turns "
+            "WHERE session_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (sid, MAX_TURNS_LOADED)).fetchall()
         n_user = self.db.read("SELECT count(*) FROM turns WHERE session_id = ? AND role = 'user'",
                               (sid,)).fetchone()[0]
         state = np.frombuffer(row[4], dtype=np.float32).copy() if row[4] else None
@@ -64,11 +65,13 @@ class SessionStore:
                        history=[(r, c) for r, c in turns], router_state=state, turn_index=n_user)
 
     def append(self, sid: str, request_id: str, user: str, assistant: str,
-               router_state: np.ndarray | None) -> None:
+               router_state: np.ndarray | None, user_prompt: str | None = None) -> None:
+        """Store a turn pair; ``user_prompt`` is what the model saw, if not ``user``."""
         now = time.time()
+        prompt = user_prompt if user_prompt is not None and user_prompt != user else None
         with self.db.atomic() as c:
-            c.execute("INSERT INTO turns(session_id, role, content, request_id, created_at) "
-                      "VALUES (?, 'user', ?, ?, ?)", (sid, user, request_id, now))
+            c.execute("INSERT INTO turns(session_id, role, content, prompt, request_id, created_at) "
+                      "VALUES (?, 'user', ?, ?, ?, ?)", (sid, user, prompt, request_id, now))
             c.execute("INSERT INTO turns(session_id, role, content, request_id, created_at) "
                       "VALUES (?, 'assistant', ?, ?, ?)", (sid, assistant, request_id, now))
             state = None if router_state is None else np.asarray(router_state, np.float32).tobytes()

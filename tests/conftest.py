@@ -184,7 +184,7 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"daemon did not stop on SIGTERM within {timeout_s} s")
+            raise RuntimeError(f"daemon did not stop on SIGTERM within {timeout_s} s") from None
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -138,7 +138,7 @@ def test_before_runs_before_the_snapshot(env: dict[str, Any]) -> None:
 
 def test_keep_last_keeps_current_plus_the_newest_previous(env: dict[str, Any]) -> None:
     stamps = []
-    for i in range(5):
+    for _ in range(5):
         seed(env["db"], n=1)
         stamps.append(backup(env, keep_last=3)["stamp"])
     assert stamps == sorted(stamps) and len(set(stamps)) == 5

@@ -37,3 +37,21 @@ def test_session_lifecycle(tmp_path: Path) -> None:
     db2 = Database(tmp_path / "m.db")
     assert len(SessionStore(db2).history(sid)["turns"]) == 6
     db2.close()
+
+
+def test_the_prompt_the_model_saw_is_replayed_but_history_shows_the_users_text(
+        tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    s = SessionStore(db)
+    sid = s.new()
+    s.append(sid, "r1", "What is the gate code?", "7341", None,
+             user_prompt="MEMORY: > The gate code is 7341.\n\nQuestion: What is the gate code?")
+    s.append(sid, "r2", "Thanks", "You're welcome", None, user_prompt="Thanks")
+    assert s.load(sid).history[0] == ("user", "MEMORY: > The gate code is 7341.\n\n"
+                                              "Question: What is the gate code?")
+    assert s.load(sid).history[2] == ("user", "Thanks")
+    turns = s.history(sid)["turns"]
+    assert turns[0]["content"] == "What is the gate code?" and turns[2]["content"] == "Thanks"
+    stored = db.read("SELECT prompt FROM turns WHERE request_id = 'r2' AND role = 'user'").fetchone()
+    assert stored[0] is None   # same as the user's text: not stored twice
+    db.close()

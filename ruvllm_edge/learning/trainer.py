@@ -127,7 +127,8 @@ def is_holdout(sample: ReplaySample, fraction: float) -> bool:
 
 def split_holdout(samples: Sequence[ReplaySample],
                   fraction: float) -> tuple[list[ReplaySample], list[ReplaySample]]:
-    train, hold = [], []
+    train: list[ReplaySample] = []
+    hold: list[ReplaySample] = []
     for s in samples:
         (hold if is_holdout(s, fraction) else train).append(s)
     return train, hold

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlean as sqlite3
 import sqlite_vec
@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 _MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 DB_NAME = "memory.db"
 
-Connection = sqlite3.Connection
+if TYPE_CHECKING:  # sqlean-py mirrors the stdlib sqlite3 API but ships no type stubs
+    from sqlite3 import Connection, Cursor
+else:
+    Connection = sqlite3.Connection
+    Cursor = sqlite3.Cursor
 DatabaseError = sqlite3.DatabaseError
 IntegrityError = sqlite3.IntegrityError
 OperationalError = sqlite3.OperationalError
@@ -208,7 +212,7 @@ class Database:
                 self._readers.append(conn)
         return conn
 
-    def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+    def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         if self.closed:
             raise StorageError("the database is closed", reason="closed")
         return self.reader().execute(sql, params)

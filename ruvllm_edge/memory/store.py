@@ -22,6 +22,11 @@ Decisions worth knowing when wiring this in:
   are found by paraphrases of the question. The qa_pair it corrects gets a
   ``derived`` edge from it and is archived (kept, out of search): a wrong
   answer must not keep competing with its correction.
+- Compression (loop C, rules in compress.py): ``add_concept`` writes a concept,
+  its ``contains`` edges and the archiving of its old members in one
+  transaction, and refuses (MembersChanged) if a member changed meanwhile.
+  Archived members stay readable by ``get`` but never become retrieval
+  candidates, also not through ``contains`` edges.
 - ``apply_feedback`` must not be called inside an open ``db.atomic()`` block:
   it drains the writeback queue first (so the answer's qa_pair exists), and
   that thread needs the write lock.
@@ -42,9 +47,10 @@ import numpy as np
 
 from ..config import MemoryConfig
 from ..embedding import Embedder
-from ..errors import BadRequest, StorageError, Timeout, TooLarge
+from ..errors import BadRequest, NotFound, StorageError, Timeout, TooLarge
 from .. import ranking
 from .chunking import chunk_text
+from .compress import CLUSTER_EDGE_KINDS, COMPRESSIBLE_KINDS, CandidateSet, ConceptWrite, MembersChanged
 from .db import Connection, Database
 from .graph import (DECAYING_KINDS, NODE_KINDS, NODE_VALUE_SQL, SECONDS_PER_DAY, EdgeRow, Reached,
                     adjust_weight, expand, rating_target)
@@ -231,12 +237,19 @@ class MemoryStore:
     # Retrieval
 
     def _neighbours(self, ids: Sequence[int]) -> list[EdgeRow]:
+        """Edges from or to ``ids`` whose other end is searchable (not archived).
+
+        Archived nodes (compressed members, corrected answers) must neither
+        become candidates nor bridge a second hop or use up expansion room.
+        """
         out: list[EdgeRow] = []
         for part in _chunks(list(ids)):
             m = _marks(len(part))
             out.extend(self.db.read(
-                f"SELECT src, dst, kind, weight FROM edges WHERE src IN ({m}) "
-                f"UNION ALL SELECT src, dst, kind, weight FROM edges WHERE dst IN ({m}) LIMIT 5000",
+                f"SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
+                f"ON n.id = e.dst AND n.archived = 0 WHERE e.src IN ({m}) "
+                f"UNION ALL SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
+                f"ON n.id = e.src AND n.archived = 0 WHERE e.dst IN ({m}) LIMIT 5000",
                 [*part, *part]).fetchall())
         return out
 
@@ -895,6 +908,166 @@ class MemoryStore:
         return [int(r[0]) for r in conn.execute(
             f"SELECT id FROM nodes WHERE kind NOT IN ({kinds}) AND source != 'feedback' "
             f"ORDER BY {NODE_VALUE_SQL} ASC, id ASC LIMIT :need", params)]
+
+    # =====================================================================
+    # Compression (learning loop C; the rules are in compress.py)
+
+    def meta_get(self, key: str) -> str | None:
+        """A small persistent value of the memory subsystem (memory_meta)."""
+        row = self.db.read("SELECT value FROM memory_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self.db.atomic() as conn:
+            conn.execute("INSERT INTO memory_meta(key, value, updated_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                         "updated_at = excluded.updated_at", (key, value, time.time()))
+
+    def compression_candidates(self, *, created_before: float, min_edge_weight: float, limit: int,
+                               after_id: int = 0) -> CandidateSet:
+        """Eligible nodes with their vectors and the qualifying links among them.
+
+        Eligible: a compressible kind, not archived, created before
+        ``created_before``, not already in a concept, with at least one
+        qualifying link (cluster edge kinds, weight >= ``min_edge_weight``) to
+        another eligible node. At most ``limit`` of them, by id after
+        ``after_id``; ``next_after_id`` continues the scan (0 = start over), so
+        a window that never clusters cannot stall compression.
+        """
+        if limit < 1:
+            raise BadRequest("limit must be >= 1")
+        params: dict[str, Any] = {f"k{i}": k for i, k in enumerate(COMPRESSIBLE_KINDS)}
+        params.update({f"e{i}": k for i, k in enumerate(CLUSTER_EDGE_KINDS)})
+        params.update(before=float(created_before), w=float(min_edge_weight), after=int(after_id),
+                      limit=int(limit))
+        kinds = ",".join(f":k{i}" for i in range(len(COMPRESSIBLE_KINDS)))
+        ekinds = ",".join(f":e{i}" for i in range(len(CLUSTER_EDGE_KINDS)))
+        eligible = (f"SELECT n.id FROM nodes n WHERE n.kind IN ({kinds}) AND n.archived = 0 "
+                    f"AND n.created_at < :before AND NOT EXISTS (SELECT 1 FROM edges c "
+                    f"WHERE c.dst = n.id AND c.kind = 'contains')")
+        linked = (f"WITH elig AS MATERIALIZED ({eligible}), "
+                  f"pairs AS (SELECT e.src AS a, e.dst AS b FROM edges e JOIN elig x ON x.id = e.src "
+                  f"JOIN elig y ON y.id = e.dst WHERE e.kind IN ({ekinds}) AND e.weight >= :w) "
+                  f"SELECT DISTINCT id FROM (SELECT a AS id FROM pairs UNION SELECT b FROM pairs) "
+                  f"WHERE id > :after ORDER BY id LIMIT :limit")
+        ids = [int(r[0]) for r in self.db.read(linked, params)]
+        nxt = ids[-1] if len(ids) == limit else 0
+        edges: list[EdgeRow] = []
+        for part in _chunks(ids):
+            m = _marks(len(part))
+            edges.extend((int(a), int(b), k, float(w)) for a, b, k, w in self.db.read(
+                f"SELECT src, dst, kind, weight FROM edges WHERE src IN ({m}) AND kind IN "
+                f"({_marks(len(CLUSTER_EDGE_KINDS))}) AND weight >= ?",
+                (*part, *CLUSTER_EDGE_KINDS, float(min_edge_weight))))
+        known = set(ids)
+        edges = [e for e in edges if e[1] in known]
+        vecs = self.vectors(ids)                                                  # (n, d)
+        return CandidateSet(ids, vecs, edges, nxt)
+
+    def node_texts(self, node_ids: Sequence[int]) -> dict[int, str]:
+        """id -> text of the given nodes that exist and are not archived."""
+        out: dict[int, str] = {}
+        for part in _chunks([int(i) for i in node_ids]):
+            out.update((int(i), t) for i, t in self.db.read(
+                f"SELECT id, text FROM nodes WHERE archived = 0 AND id IN ({_marks(len(part))})", part))
+        return out
+
+    def add_concept(self, text: str, vec: np.ndarray, member_ids: Sequence[int], *,
+                    archive_before: float | None = None,
+                    metadata: Mapping[str, Any] | None = None) -> ConceptWrite:
+        """Write a concept over ``member_ids`` in ONE transaction.
+
+        Inserts the concept node (kind concept, source learning, trust 0.6,
+        quality = the members' mean), a ``contains`` edge concept -> each member
+        (weight = cosine of the member with the concept, floored at 0), and
+        archives the members whose last access is before ``archive_before``
+        (None: archive none). Only qa_pair/query/agent_step members that are not
+        corrections are ever archived; other kinds are linked but stay
+        searchable. Raises MembersChanged, writing nothing, when a member is
+        gone, archived, or already in a concept.
+        """
+        self._check_text(text, "concept text")
+        v = np.asarray(vec, dtype=np.float32)
+        if v.shape != (DIM,) or not np.all(np.isfinite(v)) or abs(float(np.linalg.norm(v)) - 1.0) > 1e-3:
+            raise BadRequest(f"concept vector must be a finite unit ({DIM},) vector")
+        members = [int(i) for i in member_ids]
+        if not members or len(set(members)) != len(members):
+            raise BadRequest("a concept needs at least one member and no repeated ids")
+        md = dict(metadata or {})
+        md["members"] = len(members)
+        try:
+            json.dumps(md)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"metadata must be JSON-serialisable: {exc}") from None
+        now = time.time()
+        with self.db.atomic() as conn:
+            rows: dict[int, tuple] = {}
+            for part in _chunks(members):
+                m = _marks(len(part))
+                for r in conn.execute(
+                        f"SELECT n.id, n.kind, n.source, n.archived, n.last_access_at, n.quality, v.embedding, "
+                        f"EXISTS (SELECT 1 FROM edges c WHERE c.dst = n.id AND c.kind = 'contains') "
+                        f"FROM nodes n JOIN node_vectors v ON v.id = n.id WHERE n.id IN ({m})", part):
+                    rows[int(r[0])] = r[1:]
+            bad = {i: ("missing" if i not in rows else "archived" if rows[i][2] else "in a concept")
+                   for i in members if i not in rows or rows[i][2] or rows[i][6]}
+            if bad:
+                raise MembersChanged(f"{len(bad)} member(s) changed since the cluster was read",
+                                     members={str(k): why for k, why in list(bad.items())[:10]})
+            quality = float(np.mean([rows[i][4] for i in members]))
+            cid = self._insert_node(conn, kind="concept", source="learning", text=text.strip(), metadata=md,
+                                    vec=v, now=now, quality=quality, trust=default_trust("concept", "learning"))
+            for i in members:
+                mv = np.frombuffer(rows[i][5], dtype="<f4")
+                self._upsert_edge(conn, cid, i, "contains", max(0.0, float(mv @ v)), now)
+            archive = [i for i in members if archive_before is not None and rows[i][0] in COMPRESSIBLE_KINDS
+                       and rows[i][1] != "feedback" and rows[i][3] < archive_before]
+            for part in _chunks(archive):
+                conn.execute(f"UPDATE nodes SET archived = 1, metadata = json_set(metadata, '$.compressed_into', ?) "
+                             f"WHERE id IN ({_marks(len(part))})", (cid, *part))
+        self._count("concepts_written")
+        self._count("compressed_archived", len(archive))
+        return ConceptWrite(cid, tuple(members), tuple(archive))
+
+    def archive_compressed(self, before: float) -> int:
+        """Archive members of existing concepts whose last access is before ``before``.
+
+        Members too recently used when their concept was written stay
+        searchable until they, too, go unused this long. Same kind rules as
+        ``add_concept``. Returns the number archived.
+        """
+        params: dict[str, Any] = {f"k{i}": k for i, k in enumerate(COMPRESSIBLE_KINDS)}
+        params["before"] = float(before)
+        kinds = ",".join(f":k{i}" for i in range(len(COMPRESSIBLE_KINDS)))
+        with self.db.atomic() as conn:
+            n = conn.execute(
+                f"UPDATE nodes SET archived = 1, metadata = json_set(metadata, '$.compressed_into', "
+                f"(SELECT min(c.src) FROM edges c WHERE c.dst = nodes.id AND c.kind = 'contains')) "
+                f"WHERE archived = 0 AND kind IN ({kinds}) AND source != 'feedback' "
+                f"AND last_access_at < :before AND id IN (SELECT dst FROM edges WHERE kind = 'contains')",
+                params).rowcount
+        self._count("compressed_archived", n)
+        return int(n)
+
+    def undo_concept(self, concept_id: int) -> int:
+        """Undo one compression: bring its archived members back into search and delete the concept.
+
+        Returns the number of members restored. NotFound for an unknown id,
+        BadRequest for a node that is not a concept.
+        """
+        with self.db.atomic() as conn:
+            row = conn.execute("SELECT kind FROM nodes WHERE id = ?", (int(concept_id),)).fetchone()
+            if row is None:
+                raise NotFound(f"no memory node {concept_id}", id=int(concept_id))
+            if row[0] != "concept":
+                raise BadRequest(f"node {concept_id} is a {row[0]}, not a concept")
+            n = conn.execute(
+                "UPDATE nodes SET archived = 0, metadata = json_remove(metadata, '$.compressed_into') "
+                "WHERE archived = 1 AND json_extract(metadata, '$.compressed_into') = ? AND id IN "
+                "(SELECT dst FROM edges WHERE src = ? AND kind = 'contains')",
+                (int(concept_id), int(concept_id))).rowcount
+            conn.execute("DELETE FROM nodes WHERE id = ?", (int(concept_id),))
+        return int(n)
 
     # =====================================================================
 

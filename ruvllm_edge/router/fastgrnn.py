@@ -254,7 +254,10 @@ def loss_and_grad_ref(theta: np.ndarray, layout: Layout, batch: Batch,
         z = _sigmoid(a + v["bz"])
         c = np.tanh(a + v["bh"])
         h = (zeta * (1.0 - z) + nu) * c + z * h
-        us.append(u), zs.append(z), cs.append(c), hs.append(h)
+        us.append(u)
+        zs.append(z)
+        cs.append(c)
+        hs.append(h)
     grad = np.zeros_like(theta)
     g = layout.views(grad)
     loss = 0.0

@@ -17,41 +17,48 @@ index  name                  meaning (transform)
 1      q_long                1 if the query has more than 64 tokens
 2      q_has_qmark           1 if the query contains "?"
 3      q_digits              share of characters that are digits (x4, clip 1)
-4-13   qtype_*               one-hot question type from ``question_type``:
+4-14   qtype_*               one-hot question type from ``question_type``:
                              what, who, when, how, why, yes_no, code, math,
-                             chat, other
-14     emb_norm_dev          |1 - ||v||| (0 for a proper unit vector), clip 1
-15     emb_entropy           Renyi-2 entropy of v**2 / log(dim): how spread
+                             chat, compose (write/draft a paragraph, story,
+                             email ...: a request for a long answer), other
+15     emb_norm_dev          |1 - ||v||| (0 for a proper unit vector), clip 1
+16     emb_entropy           Renyi-2 entropy of v**2 / log(dim): how spread
                              the embedding is (generic text is more spread)
-16     emb_max_abs           max |v_i| x 4, clipped to 1
-17-24  emb_proj_0..7         v projected onto 8 fixed random unit directions
+17     emb_max_abs           max |v_i| x 4, clipped to 1
+18-25  emb_proj_0..7         v projected onto 8 fixed random unit directions
                              (seed 20240917), x sqrt(dim) / 3, clipped to
                              [-1, 1]: a stable, cheap sketch of the topic
-25     r_no_hits             1 if retrieval found nothing
-26     r_n_hits              min(n_hits, 16) / 16
-27     r_top_sim             best cosine similarity, clipped to [0, 1]
-28     r_mean_sim            mean similarity of the hits, clipped to [0, 1]
-29     r_sim_std             spread of the similarities x 4, clipped to 1
-30     r_margin              top_sim - mean_sim, clipped to [0, 1]
-31-35  r_kind_*              hits by kind (query, qa_pair, fact, document,
+26     r_no_hits             1 if retrieval found nothing
+27     r_n_hits              min(n_hits, 16) / 16
+28     r_top_sim             best cosine similarity, clipped to [0, 1]
+29     r_mean_sim            mean similarity of the hits, clipped to [0, 1]
+30     r_sim_std             spread of the similarities x 4, clipped to 1
+31     r_margin              top_sim - mean_sim, clipped to [0, 1]
+32-36  r_kind_*              hits by kind (query, qa_pair, fact, document,
                              concept), each min(n, 8) / 8
-36     r_trusted_sim         best similarity among trusted user corrections
-37     r_trusted_close       1 if r_trusted_sim >= 0.8 (a correction that
-                             answers this query almost verbatim)
-38     r_graph_density       neighbourhood density from the memory graph
-39     r_expanded            graph-expanded nodes, log1p(n) / log1p(32)
-40     s_turn                session turn index, log1p(t) / log1p(32)
-41     s_first_turn          1 on the first turn of a session
-42     sys_mem_pressure      memory pressure, 0 (free) .. 1 (at the budget)
-43     sys_queue             requests waiting, log1p(n) / log1p(16)
-44     sys_model_loaded      1 if the LLM is already loaded (no cold start)
-45     c_has_budget          1 if the request gives a latency budget
-46     c_budget              latency budget, log10(ms / 100) / 2 clipped to
+37     r_trusted_sim         best similarity among trusted user facts
+                             (corrections and memory.add facts, trust >= 0.9)
+38     r_trusted_close       1 if r_trusted_sim >= TRUSTED_CLOSE_SIM (0.75) and
+                             r_trusted_sim >= r_top_sim - TRUSTED_TOP_MARGIN
+                             (0.1): a taught fact that answers this query and
+                             no record matches clearly better (measured with
+                             the real embedder: a taught fact against a
+                             paraphrase of its question 0.69-0.91, median
+                             0.82; an unrelated fact at most ~0.71)
+39     r_graph_density       neighbourhood density from the memory graph
+40     r_expanded            graph-expanded nodes, log1p(n) / log1p(32)
+41     s_turn                session turn index, log1p(t) / log1p(32)
+42     s_first_turn          1 on the first turn of a session
+43     sys_mem_pressure      memory pressure, 0 (free) .. 1 (at the budget)
+44     sys_queue             requests waiting, log1p(n) / log1p(16)
+45     sys_model_loaded      1 if the LLM is already loaded (no cold start)
+46     c_has_budget          1 if the request gives a latency budget
+47     c_budget              latency budget, log10(ms / 100) / 2 clipped to
                              [0, 1] (100 ms -> 0, 10 s -> 1); 1 if none
-47     c_max_tokens          request max_tokens, log2(n) / log2(4096), clipped;
+48     c_max_tokens          request max_tokens, log2(n) / log2(4096), clipped;
                              1 if none
-48     recent_quality        rolling mean judged quality of recent answers
-49     bias                  constant 1 (lets sparse W learn per-unit offsets)
+49     recent_quality        rolling mean judged quality of recent answers
+50     bias                  constant 1 (lets sparse W learn per-unit offsets)
 =====  ====================  ==================================================
 """
 
@@ -70,7 +77,7 @@ N_PROJ = 8
 _PROJ_SEED = 20240917
 
 QUESTION_TYPES: tuple[str, ...] = (
-    "what", "who", "when", "how", "why", "yes_no", "code", "math", "chat", "other",
+    "what", "who", "when", "how", "why", "yes_no", "code", "math", "chat", "compose", "other",
 )
 KINDS: tuple[str, ...] = ("query", "qa_pair", "fact", "document", "concept")
 
@@ -87,11 +94,16 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
-TRUSTED_CLOSE_SIM = 0.8
+TRUSTED_CLOSE_SIM = 0.75
+# "About the best match": the same margin prompt packing uses to keep records
+# beside the best one (memory.similarity_margin's default).
+TRUSTED_TOP_MARGIN = 0.1
 
-# Question-type rules. Priority: code, math, chat, why, how, who, when, what,
-# yes/no, else other. Code and math come first because "how do I sort a list
-# in python" is a code question before it is a "how" question. The text is
+# Question-type rules. Priority: code, math, compose, chat, why, how, who, when,
+# what, yes/no, else other. Code and math come first because "how do I sort a
+# list in python" is a code question before it is a "how" question; compose
+# ("write a paragraph about ...") comes next because it is the one type that
+# asks for a long answer whatever its topic. The text is
 # lower-cased once and the rules are few, cheap regexes (no backtracking-heavy
 # patterns): this runs on every request.
 _CODE_RE = re.compile(
@@ -107,6 +119,11 @@ _LEAD_RE = re.compile(
     r"|(?P<when>(?:when|where|what time|what year|which year)\b)"
     r"|(?P<what>(?:what|which|name|list|define|describe|explain|tell me)\b)"
     r"|(?P<yes_no>(?:is|are|was|were|do|does|did|can|could|should|will|would|has|have|am)\b))")
+_COMPOSE_RE = re.compile(
+    r"^\s*(?:please\s+)?(?:write|compose|draft|summari[sz]e)\b"
+    r"|\b(?:write|compose|draft)\b.*\b(?:paragraphs?|essay|story|poem|letter|e-?mail|article"
+    r"|speech|sentences|summary)\b"
+    r"|\bin (?:a|one|two|three|a few|some) (?:short )?(?:paragraphs?|sentences)\b")
 _WHY_MID_RE = re.compile(r"\bwhy (?:is|are|do|does|did|would)\b")
 _HOW_MID_RE = re.compile(r"\bhow (?:do|does|can|to|should|much|many)\b")
 
@@ -118,6 +135,8 @@ def question_type(query: str) -> str:
         return "code"
     if _MATH_RE.search(q):
         return "math"
+    if _COMPOSE_RE.search(q):
+        return "compose"
     m = _LEAD_RE.match(q)
     lead = m.lastgroup if m else None
     if lead == "chat":
@@ -265,7 +284,8 @@ def build_features_ref(inp: FeatureInputs) -> np.ndarray:
     budget = inp.latency_budget_ms
     has_budget = budget is not None and budget > 0
     mt = inp.max_tokens
-    f += [trusted, 1.0 if trusted >= TRUSTED_CLOSE_SIM else 0.0,
+    close = trusted >= TRUSTED_CLOSE_SIM and trusted >= top - TRUSTED_TOP_MARGIN
+    f += [trusted, 1.0 if close else 0.0,
           _clip01(_num(r, "graph_density")),
           min(math.log1p(n_exp) / _LOG33, 1.0) if n_exp > 0 else 0.0,
           min(math.log1p(turn) / _LOG33, 1.0), 1.0 if turn == 0 else 0.0,
@@ -317,7 +337,8 @@ def _assemble(raw: np.ndarray, vec: np.ndarray, proj: np.ndarray) -> np.ndarray:
         x[i + 6 + k] = min(max(float(int(raw[9 + k])), 0.0), 8.0) / 8.0
     trusted = _c01(raw[14])
     x[i + 11] = trusted
-    x[i + 12] = 1.0 if trusted >= TRUSTED_CLOSE_SIM else 0.0
+    x[i + 12] = 1.0 if trusted >= TRUSTED_CLOSE_SIM and trusted >= top - TRUSTED_TOP_MARGIN \
+        else 0.0
     x[i + 13] = _c01(raw[15])
     n_exp = float(int(raw[16]))
     x[i + 14] = min(math.log1p(n_exp) / _LOG33, 1.0) if n_exp > 0 else 0.0

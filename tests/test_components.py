@@ -1,0 +1,67 @@
+"""Which optional parts exist, and how a missing part shows up."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from ruvllm_edge import config, models as catalogue
+from ruvllm_edge.components import Components
+from ruvllm_edge.memory.db import Database
+
+
+def load(tmp_path: Path, models_dir: Path, **sections: object) -> config.Config:
+    cfg = config.load(env={}, data_dir=str(tmp_path), models_dir=str(models_dir))
+    return dataclasses.replace(cfg, **sections)
+
+
+def test_everything_on_by_default(tmp_path: Path, models_dir: Path) -> None:
+    db = Database(tmp_path / "memory.db")
+    c = Components.build(load(tmp_path, models_dir), db, tmp_path)
+    assert c.embedder is not None and c.memory is not None and c.router is not None
+    assert c.replay is not None and (tmp_path / "router.npz").exists()
+    health = c.health(None)
+    assert health["memory"]["status"] == health["router"]["status"] == "healthy"
+    c.memory.close()
+    db.close()
+
+
+def test_switched_off_parts_do_not_exist(tmp_path: Path, models_dir: Path) -> None:
+    cfg = load(tmp_path, models_dir)
+    cfg = dataclasses.replace(cfg, memory=dataclasses.replace(cfg.memory, enabled=False),
+                              router=dataclasses.replace(cfg.router, enabled=False),
+                              learning=dataclasses.replace(cfg.learning, enabled=False))
+    db = Database(tmp_path / "memory.db")
+    c = Components.build(cfg, db, tmp_path)
+    assert (c.embedder, c.memory, c.router, c.replay) == (None, None, None, None)
+    assert c.health(None) == {}
+    assert c.make_scheduler(None, None, lambda *a: None) is None
+    db.close()
+
+
+def test_a_corrupt_embedder_degrades_memory_and_router(tmp_path: Path, models_dir: Path) -> None:
+    mdir = tmp_path / "models"
+    mdir.mkdir()
+    for name in catalogue.REQUIRED:
+        shutil.copy(catalogue.path_of(name, models_dir), mdir)
+    catalogue.path_of("minilm-l6-int8", mdir).write_bytes(b"not onnx")
+    db = Database(tmp_path / "memory.db")
+    c = Components.build(load(tmp_path, mdir), db, tmp_path)
+    assert c.memory is None and c.router is None and "sha256" in (c.memory_error or "")
+    health = c.health(None)
+    assert health["memory"]["status"] == "degraded" and health["router"]["status"] == "degraded"
+    db.close()
+
+
+def test_idle_jobs_are_registered(tmp_path: Path, models_dir: Path) -> None:
+    db = Database(tmp_path / "memory.db")
+    c = Components.build(load(tmp_path, models_dir), db, tmp_path)
+    from ruvllm_edge.inference import InferenceEngine
+    cfg = load(tmp_path, models_dir)
+    engine = InferenceEngine(cfg.inference, cfg.system, models_dir)   # loads lazily
+    sched = c.make_scheduler(pipeline=None, engine=engine, on_run=lambda *a: None)
+    assert [j.name for j in sched.jobs] == ["router_training", "edge_decay", "eviction",
+                                            "compression"]
+    c.memory.close()
+    db.close()
