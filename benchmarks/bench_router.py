@@ -10,7 +10,7 @@ Sections
 3. forgetting - synthetic and said so: task A = "household assistant" traffic
                (what/who/when/yes-no/other questions) labelled by the
                first-start rules; task B = "developer" traffic (how/why/code/
-               math/chat). Two shifts: "input" (B labelled by the same rules,
+               math/chat/compose). Two shifts: "input" (B labelled by the same rules,
                only the traffic changes) and "rule" (B also prefers one more
                context class, long answers and warmer sampling). Accuracy on A
                before and after 10,000 optimiser updates (batch 32) on B, for:
@@ -19,21 +19,33 @@ Sections
                replay + EWC, and the daemon's own loop (reservoir + 20 training
                runs of 500 steps, each kept only if no worse on the held-out
                slice), with and without EWC.
-4. pipeline  - the real SmolLM2 model (through ruvllm_edge.inference) and the
-               real MiniLM embedder: a small household knowledge base, queries
-               with known answers, every decision of the grid run and scored,
-               the router trained on half of the knowledge base's topics and
-               evaluated on the other half. Reports router accuracy (picks the
-               best decision), answer accuracy, and generated tokens / CPU
-               seconds against always-max settings (k=16, long).
-               ``--workload FILE`` replaces the built-in workload (JSON:
-               {"facts": [{"text", "trusted"}], "queries": [{"query", "gold",
-               "group"}]}); ``run_grid``/``routing_report`` take any
-               ``answer_with``/``quality`` pair, so the daemon's pipeline can be
-               plugged in instead of the simple one here.
+4. pipeline  - the daemon's real query path, built in-process as server.Daemon
+               builds it (Config, Database, InferenceEngine, SessionStore,
+               Components.build, Pipeline). The memory is filled the way a
+               user fills it (memory.add; a logged query plus a rating-1
+               feedback correction) and every query is answered under each
+               decision of the explorer's grid by ``Pipeline.answer_with``
+               (real retrieval, prompt packing, answer-from-memory,
+               generation). The workload (see ``build_workload``) mixes
+               questions about taught facts (ISO codes from pycountry's data
+               files), about added documents, general knowledge, chat and
+               long-form requests. Reports router accuracy (exact best,
+               equally good, within the tie epsilon; and on the queries some
+               decision answers), answer accuracy, and generated tokens /
+               CPU / wall seconds against always-max settings (k=16, long)
+               and the oracle, for the start-up policy and after training
+               (two folds by topic, the real trainer and accept gate), plus
+               the real similarity distributions the curriculum is
+               calibrated to. Outcomes are cached in
+               benchmarks/.cache/bench_router_outcomes.json keyed by the
+               memory contents and the hash of the source files an outcome
+               depends on, so re-runs only answer what changed.
+               ``--workload FILE`` replaces the built-in workload
+               (``Workload.to_json`` format).
 
 Usage: python benchmarks/bench_router.py [--quick] [--skip-pipeline]
-       [--workload FILE] [--max-queries N] [--outcomes-cache FILE]
+       [--skip-forgetting] [--workload FILE] [--max-queries N]
+       [--outcomes-cache FILE] [--threads N] [--seed N] [--train-seeds N]
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ import platform
 import random
 import re
 import sys
+import tempfile
 import time
 import zipfile
 import zlib
@@ -384,6 +397,21 @@ class Workload:
         return out
 
 
+# The source files an outcome depends on: a change to any of them makes cached
+# outcomes stale (the cache key includes their hash).
+OUTCOME_SOURCES = ("ruvllm_edge/pipeline.py", "ruvllm_edge/inference.py", "ruvllm_edge/ranking.py",
+                   "ruvllm_edge/memory/context.py", "ruvllm_edge/memory/retrieval.py",
+                   "ruvllm_edge/memory/store.py", "ruvllm_edge/memory/chunking.py",
+                   "ruvllm_edge/embedding.py")
+
+
+def code_fingerprint() -> str:
+    h = hashlib.sha256()
+    for rel in OUTCOME_SOURCES:
+        h.update((ROOT / rel).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def load_iso_tables() -> dict[str, list[dict[str, str]]]:
     """ISO tables from the pycountry wheel that bench_retention fetches and verifies."""
     from bench_retention import CACHE, DATASET_SHA256, load_facts
@@ -563,7 +591,8 @@ class DaemonPipeline:
         if self.comp.memory is None or self.comp.router is None:
             raise SystemExit(f"memory/router unavailable: {self.comp.memory_error}")
         self.memo = MemoEngine(self.engine)
-        self.pipe = Pipeline(self.cfg, self.db, self.memo, SessionStore(self.db),
+        engine: Any = self.memo   # duck-types InferenceEngine (it wraps the real one)
+        self.pipe = Pipeline(self.cfg, self.db, engine, SessionStore(self.db),
                              memory=self.comp.memory, embedder=self.comp.embedder,
                              router=self.comp.router, replay=self.comp.replay)
         self.memo.set_system_prefix(self.cfg.inference.system_prompt)
@@ -602,6 +631,7 @@ class DaemonPipeline:
         from ruvllm_edge.pipeline import trusted_hit
 
         qvec = self.pipe._embed(q.query)
+        assert qvec is not None   # the embedder exists: Components.build checked it
         retrieval = self.pipe._retrieve(q.query, qvec, True)
         x = self.pipe._features(q.query, qvec, retrieval, 0, 0, {})
         stats = dict(retrieval.stats) if retrieval else {}
@@ -792,9 +822,9 @@ def _labelled(feats: list[np.ndarray], grid: list[list[dict[str, Any]]],
 def _quantiles(xs: Sequence[float]) -> dict[str, float] | None:
     if not xs:
         return None
-    a = np.asarray(xs, dtype=np.float64)
-    return {"n": int(a.size), "min": float(a.min()), "p10": pct(a, 10), "p50": pct(a, 50),
-            "p90": pct(a, 90), "max": float(a.max())}
+    v = [float(x) for x in xs]
+    return {"n": len(v), "min": min(v), "p10": pct(v, 10), "p50": pct(v, 50),
+            "p90": pct(v, 90), "max": max(v)}
 
 
 def similarity_profile(items: list[Query], obs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -821,8 +851,6 @@ def similarity_profile(items: list[Query], obs: list[dict[str, Any]]) -> dict[st
 
 
 def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    import tempfile
-
     lcfg = LearningConfig()
     wl = (Workload.from_json(json.loads(Path(args.workload).read_text())) if args.workload
           else build_workload(args.seed))
@@ -836,6 +864,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                 quick.append(q)
         items = quick
     fp = wl.fingerprint()
+    cache_prefix = f"{wl.memory_fingerprint()}-{code_fingerprint()}|t{args.threads}"
     cache_path = Path(args.outcomes_cache) if args.outcomes_cache else None
     cache = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
 
@@ -855,7 +884,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             feats = [o["features"] for o in obs]
             t0 = time.perf_counter()
             grid = run_grid(items, dp, lcfg, dp.cfg.inference.max_tokens, cache,
-                            f"{wl.memory_fingerprint()}|t{args.threads}", checkpoint)
+                            cache_prefix, checkpoint)
             grid_s = time.perf_counter() - t0
         finally:
             dp.close()
@@ -913,7 +942,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                            "from ISO 3166-1/3166-2), general knowledge, chat, long-form",
             "dataset": "pycountry==26.2.16 wheel (sha256-checked, read not installed)",
             "mix": wl_mix(items), "n_facts": len(wl.facts), "n_documents": len(wl.documents),
-            "fingerprint": fp, "seed": args.seed,
+            "fingerprint": fp, "seed": args.seed, "outcome_cache_prefix": cache_prefix,
             "quality": {"taught_fact/document/general": "gold regex in the answer (1/0)",
                         "chat": "at least two words (1/0)",
                         "long_form": f">= {PARAGRAPH_MIN_WORDS} words and on topic (1/0)"},
@@ -959,7 +988,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7, help="workload sampling seed")
     ap.add_argument("--train-seeds", type=int, default=3,
                     help="training runs (minibatch seeds) per fold; the median one is reported")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default="",
+                    help=f"default {RESULTS.relative_to(ROOT)}; a --quick run goes to the temp dir")
     args = ap.parse_args()
 
     res: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -1017,7 +1047,8 @@ def main() -> None:
               f"median {100 * sm['cpu_reduction_median']:.0f}%, tokens "
               f"{100 * sm['token_reduction_median']:.0f}%")
     res["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    out = Path(args.out)
+    out = Path(args.out or (Path(tempfile.gettempdir()) / "bench_router.quick.json" if args.quick
+                            else RESULTS))
     if out.exists() and not args.quick:  # sections skipped this time keep their last figures
         old = json.loads(out.read_text())
         for key in ("forgetting", "pipeline"):

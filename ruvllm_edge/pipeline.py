@@ -95,10 +95,15 @@ def heuristic_quality(answer: str, finish_reason: str, completion_tokens: int) -
     return float(min(max(q, 0.0), 1.0))
 
 
-def trusted_hit(cands: Sequence[Candidate]) -> Candidate | None:
-    """The record an answer-from-memory may quote: trusted and a close match."""
+def trusted_hit(cands: Sequence[Candidate], similarity_margin: float = 0.1) -> Candidate | None:
+    """The record an answer-from-memory may quote: trusted, a close match, and
+    not clearly beaten by another record (a document that matches the question
+    better must not be answered over by a nearby fact)."""
+    hits = [c.similarity for c in cands if c.hop == 0]
+    best = max(hits) if hits else 0.0
     for c in cands:
-        if c.trust >= MEMORY_ANSWER_MIN_TRUST and c.similarity >= MEMORY_ANSWER_MIN_SIM:
+        if (c.trust >= MEMORY_ANSWER_MIN_TRUST and c.similarity >= MEMORY_ANSWER_MIN_SIM
+                and c.similarity >= best - similarity_margin):
             return c
     return None
 
@@ -200,7 +205,7 @@ class Pipeline:
         cands = list(retrieval.candidates) if retrieval else []
         max_tokens = decision.max_tokens
         if decision.mode == "memory":
-            hit = trusted_hit(cands)
+            hit = trusted_hit(cands, self.cfg.memory.similarity_margin)
             if hit is not None:
                 if on_token:
                     on_token(hit.text)

@@ -100,6 +100,19 @@ TEST_CONFIG: dict[str, dict[str, Any]] = {
 
 
 _ROUTER_SEED: list[Path] = []
+_ALL_DAEMONS: list["DaemonProcess"] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_daemon_outlives_the_session() -> Iterator[None]:
+    """Backstop: a daemon a test forgot to stop is stopped (or killed) at the end."""
+    yield
+    for dp in _ALL_DAEMONS:
+        if dp.proc is not None and dp.proc.poll() is None:
+            try:
+                dp.stop(timeout_s=20)
+            except RuntimeError:
+                pass
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -133,6 +146,7 @@ class DaemonProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: list[Client] = []
+        _ALL_DAEMONS.append(self)
 
     def start(self, wait_s: float = 60.0, seed_router: bool = True) -> "DaemonProcess":
         router = self.data_dir / "router.npz"

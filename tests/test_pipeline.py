@@ -35,10 +35,12 @@ def test_model_answers_yield_to_a_matching_trusted_fact() -> None:
     assert [c.id for c in prompt_records([wrong, weak_fact], 4, 0.5, 0.1)] == [1]
 
 
-def test_trusted_hit_needs_trust_and_similarity() -> None:
+def test_trusted_hit_needs_trust_similarity_and_no_clearly_better_record() -> None:
     assert trusted_hit([cand(1, 0.9, 0.9, trust=0.8)]) is None
     assert trusted_hit([cand(1, 0.5, 0.9, trust=1.0)]) is None
-    assert trusted_hit([cand(1, 0.9, 0.9, trust=0.8), cand(2, 0.6, 0.8, trust=0.9)]).id == 2
+    assert trusted_hit([cand(1, 0.65, 0.9, trust=0.8), cand(2, 0.6, 0.8, trust=0.9)]).id == 2
+    # a document that matches clearly better wins over a nearby trusted fact
+    assert trusted_hit([cand(1, 0.9, 0.9, trust=0.8), cand(2, 0.6, 0.8, trust=0.9)]) is None
 
 
 def test_heuristic_quality_keeps_bad_answers_out_of_memory() -> None:

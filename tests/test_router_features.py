@@ -61,6 +61,7 @@ def test_embedding_stats_kernel_equals_reference() -> None:
     ("Is the door locked?", "yes_no"), ("How do I sort a list in python?", "code"),
     ("What is 17 * 23?", "math"), ("hello there", "chat"), ("bananas", "other"),
     ("so why does it keep failing", "why"),
+    ("Write a paragraph about autumn.", "compose"), ("please draft a note to the landlord", "compose"),
 ])
 def test_question_type(query: str, expected: str) -> None:
     assert fe.question_type(query) == expected

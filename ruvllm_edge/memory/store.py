@@ -405,6 +405,7 @@ class MemoryStore:
             "quality, trust, session_id, request_id, parent_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (kind, source, text, json.dumps(dict(metadata), ensure_ascii=False), _hash(kind, text), now,
              now, float(min(1.0, max(0.0, quality))), trust, session_id, request_id, parent_id))
+        assert cur.lastrowid is not None
         nid = int(cur.lastrowid)
         conn.execute("INSERT INTO node_vectors(id, embedding, bits) VALUES (?,?,?)",
                      (nid, _vec_blob(vec), quantize(vec)[0].tobytes()))

@@ -283,6 +283,7 @@ def build_features_ref(inp: FeatureInputs) -> np.ndarray:
     queue = inp.queue_len if inp.queue_len > 0 else 0
     budget = inp.latency_budget_ms
     has_budget = budget is not None and budget > 0
+    budget_ms = float(budget) if budget is not None and budget > 0 else 1.0
     mt = inp.max_tokens
     close = trusted >= TRUSTED_CLOSE_SIM and trusted >= top - TRUSTED_TOP_MARGIN
     f += [trusted, 1.0 if close else 0.0,
@@ -292,7 +293,7 @@ def build_features_ref(inp: FeatureInputs) -> np.ndarray:
           _clip01(float(inp.memory_pressure)), min(math.log1p(queue) / _LOG17, 1.0),
           1.0 if inp.model_loaded else 0.0,
           1.0 if has_budget else 0.0,
-          _clip01(math.log10(max(budget, 1.0) / 100.0) / 2.0) if has_budget else 1.0,  # type: ignore[arg-type]
+          _clip01(math.log10(max(budget_ms, 1.0) / 100.0) / 2.0) if has_budget else 1.0,
           _clip01(math.log2(max(mt, 1)) / _LOG2_4096) if mt is not None and mt > 0 else 1.0,
           _clip01(float(inp.recent_quality)), 1.0]
     x = np.array(f, dtype=np.float32)

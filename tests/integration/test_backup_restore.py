@@ -111,8 +111,6 @@ def test_backup_during_a_write_burst_restores_one_consistent_snapshot(
                for src, dst, _ in restored["edges"])
 
     # A daemon runs on the restored dir and serves the same memory.
-    config = tmp_path / "restored.toml"
-    config.write_text(bd.config_path.read_text())
     d2 = DaemonProcess(fresh, MODELS_DIR, FAST, tmp_path / "restored.log").start()
     try:
         c2 = d2.client()

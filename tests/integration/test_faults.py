@@ -31,6 +31,26 @@ from faultkit import FAST
 pytestmark = pytest.mark.slow
 
 
+_STARTED: list[DaemonProcess] = []
+
+
+def _stop_all() -> None:
+    while _STARTED:
+        d = _STARTED.pop()
+        d.close_clients()
+        try:
+            d.stop()
+        except RuntimeError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def stop_daemons() -> Iterator[None]:
+    """Every daemon a test here started is stopped, whatever the test did."""
+    yield
+    _stop_all()
+
+
 def start(data: Path, log: Path,
           config: dict[str, dict[str, Any]] | None = None, models: Path = MODELS_DIR
           ) -> DaemonProcess:
@@ -38,7 +58,9 @@ def start(data: Path, log: Path,
     cfg = {k: dict(v) for k, v in FAST.items()}
     for section, values in (config or {}).items():
         cfg.setdefault(section, {}).update(values)
-    return DaemonProcess(data, models, cfg, log).start()
+    d = DaemonProcess(data, models, cfg, log)
+    _STARTED.append(d)
+    return d.start()
 
 
 def integrity(db: Path) -> str:
@@ -90,6 +112,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mnt
     finally:
+        _stop_all()   # before the unmount: the daemon's files live on it
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
