@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _daemon import BenchDaemon  # noqa: E402
+from _common import BenchDaemon, save_results  # noqa: E402
 from ruvllm_edge.client import Client  # noqa: E402
 
 DATASET = "pycountry==26.2.16"
@@ -157,10 +157,7 @@ def main() -> int:
                    for f in facts if not f["with_memory"]][:20],
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
-    print(json.dumps({k: v for k, v in results.items() if k != "misses"}, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save_results(results, args.out)
     return 0
 
 

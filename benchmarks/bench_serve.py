@@ -20,7 +20,6 @@ Usage: python benchmarks/bench_serve.py [--queries 20] [--max-tokens 64]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ruvllm_edge import models as catalogue  # noqa: E402
-from _daemon import BenchDaemon  # noqa: E402
+from _common import BenchDaemon, save_results  # noqa: E402
 from ruvllm_edge.config import InferenceConfig  # noqa: E402
 
 PROMPTS = [
@@ -167,10 +166,7 @@ def main() -> int:
                         "model": catalogue.DEFAULT_LLM, "machine": platform.machine(),
                         "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
                         "note": "shared, noisy 2-core machine; queries interleaved raw/serve/full"}
-    print(json.dumps(results, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save_results(results, args.out)
     return 0
 
 

@@ -165,7 +165,7 @@ class DaemonProcess:
 
     def wait_ready(self, wait_s: float) -> None:
         end = time.monotonic() + wait_s
-        with Client(self.endpoint, timeout_s=1.0) as c:
+        with self.new_client(timeout_s=1.0) as c:
             while time.monotonic() < end:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
@@ -177,8 +177,13 @@ class DaemonProcess:
                     time.sleep(0.1)
         raise RuntimeError(f"daemon not ready after {wait_s} s:\n{self.log()}")
 
+    def new_client(self, timeout_s: float) -> Client:
+        """A client for this daemon's endpoint (subclasses add transport security)."""
+        return Client(self.endpoint, timeout_s=timeout_s)
+
     def client(self, timeout_s: float = 120.0) -> Client:
-        c = Client(self.endpoint, timeout_s=timeout_s)
+        """A client closed by the fixture's teardown."""
+        c = self.new_client(timeout_s)
         self._clients.append(c)
         return c
 

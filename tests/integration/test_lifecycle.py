@@ -292,21 +292,7 @@ class CurveDaemon(DaemonProcess):
         self.endpoint = endpoint
         self.server_public = server_public
 
-    def wait_ready(self, wait_s: float) -> None:
-        end = time.monotonic() + wait_s
-        while time.monotonic() < end:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with self.client(timeout_s=1.0) as c:
-                    c.health(timeout_s=1.0)
-                return
-            except ClientError:
-                time.sleep(0.1)
-        raise RuntimeError(f"daemon not ready after {wait_s} s:\n{self.log()}")
-
-    def client(self, timeout_s: float = 120.0) -> Client:
+    def new_client(self, timeout_s: float) -> Client:
         return Client(self.endpoint, timeout_s=timeout_s, curve_server_key=self.server_public)
 
 

@@ -1,12 +1,14 @@
-"""A real daemon subprocess for benchmarks (start, wait ready, SIGTERM)."""
+"""Shared by the benchmarks: a real daemon subprocess, and saving figures."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,3 +59,12 @@ class BenchDaemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(120)
+
+
+def save_results(results: dict[str, Any], out: str | Path) -> None:
+    """Print the figures and save them as JSON (benchmarks/results/ by default)."""
+    print(json.dumps(results, indent=2))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {path}")
