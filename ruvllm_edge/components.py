@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,9 +71,7 @@ class Components:
     memory: Any = None
     router: Any = None
     replay: Any = None
-    memory_error: str | None = None
-    router_error: str | None = None
-    extra_health: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory_error: str | None = None   # why the embedder (so memory and router) is missing
 
     @property
     def router_path(self) -> Path:
@@ -186,8 +184,7 @@ class Components:
                 out["router"] = {"status": "healthy", "version": self.router.version,
                                  "size_bytes": self.router.size_bytes()}
             else:
-                out["router"] = {"status": "degraded",
-                                 "error": self.router_error or self.memory_error}
+                out["router"] = {"status": "degraded", "error": self.memory_error}
         if scheduler is not None:
             out["learning"] = {"status": "healthy", "running": scheduler.running,
                                "idle_s": round(scheduler.idle_for_s(), 1)}

@@ -28,11 +28,17 @@ import numpy as np
 import psutil
 
 from .config import Config
-from .errors import Cancelled, NotFound, Timeout
+from .errors import BadRequest, Cancelled, NotFound, Timeout
 from .inference import Generation, InferenceEngine
+from .learning.explore import Outcome
+from .learning.jobs import record_feedback
+from .learning.utility import ReplaySample
 from .memory.context import pack_context, render_memory
 from .memory.db import Database
 from .memory.retrieval import Candidate, Retrieval
+from .memory.writeback import Interaction
+from .router.features import FeatureInputs, build_features
+from .router.policy import CONTEXT_CLASSES, MODES, Decision, context_class_of
 from .sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -172,8 +178,6 @@ class Pipeline:
 
     def _features(self, query: str, qvec: np.ndarray, retrieval: Retrieval | None,
                   turn_index: int, queue_len: int, cons: dict[str, Any]) -> np.ndarray:
-        from .router.features import FeatureInputs, build_features
-
         rss_mb = self._proc.memory_info().rss / 1_048_576
         inp = FeatureInputs(
             query=query, query_tokens=self.engine.count_tokens(query), query_vec=qvec,
@@ -187,8 +191,6 @@ class Pipeline:
     def _route(self, x: np.ndarray | None, h: np.ndarray | None, defaults: dict[str, Any]
                ) -> tuple[Any, np.ndarray | None]:
         """(Decision, next hidden state); a fixed default policy when the router is off."""
-        from .router.policy import CONTEXT_CLASSES, MODES, Decision, context_class_of
-
         if self.router is None or x is None:
             k = self.cfg.router.fallback_context_k if self.memory is not None else 0
             k = min(CONTEXT_CLASSES, key=lambda c: abs(c - k))
@@ -332,12 +334,10 @@ class Pipeline:
             # A query that opted out of memory is not remembered either.
             if (self.memory is not None and qvec is not None and use_memory
                     and ans.finish_reason != "memory"):
-                from .memory.writeback import Interaction
                 self.memory.record_interaction(Interaction(
                     request_id=request_id, session_id=sid, query=query, answer=ans.text,
                     query_vec=qvec, used_node_ids=[c.id for c in ans.sources], quality=quality))
             if self.replay is not None and x is not None:
-                from .learning.utility import ReplaySample
                 self.replay.add(ReplaySample(
                     request_id=request_id, features=x, context_class=decision.context_class,
                     mode_class=decision.mode_class, temperature=decision.temperature,
@@ -351,8 +351,6 @@ class Pipeline:
 
     def answer_with(self, query: str, decision: Any, should_stop: StopCheck | None = None) -> Any:
         """Answer a past query under a given decision, recording nothing (idle-time explorer)."""
-        from .learning.explore import Outcome
-
         t = time.monotonic()
         qvec = self._embed(query)
         retrieval = self._retrieve(query, qvec, True)
@@ -388,7 +386,6 @@ class Pipeline:
             raise NotFound(f"no request {rid!r} to give feedback on", request_id=rid)
         rating, correction = args.get("rating"), args.get("correction")
         if rating is None and correction is None:
-            from .errors import BadRequest
             raise BadRequest("feedback needs a rating, a correction or both")
         with self.db.atomic() as c:
             fid = c.execute("INSERT INTO feedback(request_id, rating, correction, created_at) "
@@ -400,7 +397,6 @@ class Pipeline:
                                                  row[3])
             out["memory"] = applied
         if self.replay is not None:
-            from .learning.jobs import record_feedback
             out["replay_updated"] = record_feedback(self.replay, rid, rating, correction,
                                                     self.cfg.learning)
         with self.db.atomic() as c:

@@ -10,7 +10,7 @@ behaviour described there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import msgpack
 
@@ -289,9 +289,3 @@ SCHEMAS: dict[str, dict[str, Arg]] = {
         "include_archived": Arg(bool, default=True),
     },
 }
-
-# Ops answered on the socket thread: they must stay fast while generation runs.
-INLINE_OPS = frozenset({"health", "metrics", "stats", "cancel", "session.new", "session.close",
-                        "session.history"})
-
-Handler = Callable[[Request], Mapping[str, Any]]

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 REPLIES_ENDPOINT = "inproc://replies"
 # Ops that do not count as activity for the idle-time scheduler (monitoring polls).
 PASSIVE_OPS = frozenset({"health", "metrics", "stats"})
+CONFIDENCE_EMA = 0.1
 LOCK_NAME = "ruvllm-edge.lock"
 TICK_S = 0.05
 
@@ -126,6 +127,7 @@ class Daemon:
         self._by_client: dict[tuple[bytes, str], str] = {}  # (ident, envelope id) -> request_id
         self._local = threading.local()
         self.rate = TokenBucket(cfg.server.rate_limit_per_s, cfg.server.rate_limit_burst)
+        self._confidence_ema = 1.0   # the RouterLowConfidence alert reads its gauge
         self._prepare_data_dir()
         try:
             self.db = Database(self.data_dir / DB_NAME, cfg.memory.sqlite_cache_mb)
@@ -535,6 +537,11 @@ class Daemon:
         for stage, ms in result.get("latency_ms", {}).items():
             if stage != "total":
                 self.metrics.stage_latency.labels(stage).observe(ms / 1000)
+        if result.get("confidence") is not None:   # None: the router is off
+            self._confidence_ema += CONFIDENCE_EMA * (result["confidence"] - self._confidence_ema)
+            self.metrics.router_confidence.set(self._confidence_ema)
+            if result["routing_info"].get("fallback"):
+                self.metrics.router_fallbacks.inc()
         return result
 
     def _op_learn(self, job: Job) -> dict[str, Any]:

@@ -118,3 +118,14 @@ def test_replies_have_ok_and_result_or_error() -> None:
     done = protocol.done_event("1", {"text": "t"})
     assert done["ok"] is True and done["event"] == "done"
     assert protocol.unpack_reply(protocol.pack(ok)) == ok
+
+
+def test_error_codes_are_the_stable_documented_set() -> None:
+    from pathlib import Path
+    from ruvllm_edge import errors
+    codes = {cls.code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.RuvError)}
+    assert codes <= set(errors.CODES)
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    for code in errors.CODES:
+        assert f"| `{code}` |" in doc, code

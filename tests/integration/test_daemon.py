@@ -230,7 +230,11 @@ def test_feedback_is_stored_and_unknown_request_refused(daemon) -> None:
 
 def test_metrics_and_stats(daemon) -> None:
     c = daemon.client()
+    res = c.query("Name a fruit.", max_tokens=8)
     text = c.metrics()
+    gauge = [line for line in text.splitlines() if line.startswith("ruvllm_router_confidence ")]
+    assert res["confidence"] is not None and gauge
+    assert 0.0 < float(gauge[0].split()[1]) <= 1.0   # the RouterLowConfidence alert reads it
     assert "ruvllm_requests_total" in text
     assert "ruvllm_request_latency_seconds_bucket" in text
     assert "ruvllm_memory_usage_bytes" in text
