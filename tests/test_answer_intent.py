@@ -1,0 +1,41 @@
+"""answer/intent.py: personal world or general knowledge."""
+
+from __future__ import annotations
+
+import pytest
+
+from ruvllm_edge.answer.intent import is_general_form, is_personal
+
+KNOWN = {"wifi", "password", "beagl", "landlord", "code", "biscuit"}
+
+
+def known(t: str) -> bool:
+    return t in KNOWN
+
+
+@pytest.mark.parametrize("q", [
+    "What is the wifi password?", "Who is our plumber?", "When is my dentist appointment?",
+    "What is the code for the front gate?", "Who repaired the dishwasher?",
+    "How much is the council tax?", "When is the all-hands meeting?", "what's derek's email address"])
+def test_personal(q: str) -> None:
+    assert is_personal(q, known)
+
+
+@pytest.mark.parametrize("q", [
+    "What is the capital of France?", "How many days are in a week?", "Who wrote Romeo and Juliet?",
+    "What is the largest planet in our solar system?", "What is a beagle?", "What is a VPN?",
+    "How do I change a tyre?", "How do smoke alarms work?", "What is photosynthesis?",
+    "What is the freezing point of water in Celsius?"])
+def test_general(q: str) -> None:
+    assert not is_personal(q, known)
+
+
+def test_lower_case_names_from_memory_make_it_personal() -> None:
+    assert not is_personal("what shoe size is isla", known)
+    assert is_personal("what shoe size is isla", known, known_names=["isla"])
+
+
+def test_general_form_needs_no_name_or_possessive() -> None:
+    assert is_general_form("What is a VPN?")
+    assert not is_general_form("What is Bluebird?")
+    assert not is_general_form("What's Chloe's email?")
