@@ -37,9 +37,10 @@ class Inbox {
 
   async next(timeoutMs, id) {
     const item = this.#queue.length ? this.#queue.shift() : await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(new RuvError({
+      const settle = (x) => { clearTimeout(timer); this.#waiter = null; resolve(x); };
+      const timer = setTimeout(() => settle(new RuvError({
         code: "timeout", message: `no reply to request ${id} within ${timeoutMs} ms` })), timeoutMs);
-      this.#waiter = (x) => { clearTimeout(timer); this.#waiter = null; resolve(x); };
+      this.#waiter = settle;
     });
     if (item instanceof Error) throw item;
     return item;
@@ -71,10 +72,15 @@ export class Client {
     let failure = new RuvError({ code: "closed", message: "the client was closed" });
     try {
       for await (const [frame] of this.#sock) {
-        const msg = decode(frame);
+        let msg;
+        try {
+          msg = decode(frame);
+        } catch {
+          continue;                // not msgpack: not from the daemon we speak to
+        }
         // An unknown id is a late reply to a request we gave up on; a nil id is an
         // error about a message too broken to carry one (we never send those).
-        this.#inboxes.get(msg.id)?.push(msg);
+        this.#inboxes.get(msg?.id)?.push(msg);
       }
     } catch (err) {
       if (!this.#closed) failure = err;
