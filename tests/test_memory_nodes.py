@@ -1,18 +1,21 @@
-"""Node CRUD on a real SQLite file with the real embedder: add, chunking, dedup, delete, export."""
+"""Node CRUD on a real SQLite file with the real embedder: add, chunking, dedup, delete, export,
+and the counters triggers keep (migration 0005)."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from memkit import make_store as make
+from memkit import make_store as make, random_unit
 from ruvllm_edge.embedding import Embedder
 from ruvllm_edge.errors import BadRequest, StorageError, TooLarge
-from ruvllm_edge.memory import nodes
+from ruvllm_edge.memory import db as dbmod, maintenance, nodes
 from ruvllm_edge.memory.db import Database
+from ruvllm_edge.memory.types import NODE_KINDS
 
 
 def test_migration_creates_schema(db: Database) -> None:
@@ -159,3 +162,76 @@ def test_disk_full_raises_storage_error_and_keeps_committed(db: Database, emb: E
         assert store.add("Writes work again once space is back.")
     finally:
         store.close()
+
+
+# -- counters kept by triggers (migration 0005) ------------------------------
+
+def assert_counters_exact(db: Database) -> None:
+    got = {(k, a): n for k, a, n in db.read("SELECT kind, archived, n FROM node_counts") if n}
+    want = {(k, a): n for k, a, n in db.read("SELECT kind, archived, count(*) FROM nodes GROUP BY kind, archived")}
+    assert got == want
+    assert nodes.counts_by_kind(db) == {k: sum(n for (kk, _), n in want.items() if kk == k) for k in NODE_KINDS}
+    rows = maintenance.table_rows(db)
+    for table in ("requests", "sessions", "turns", "feedback", "explorations", "learning_runs", "nodes"):
+        assert rows[table] == db.read(f"SELECT count(*) FROM {table}").fetchone()[0], table
+
+
+def test_node_counts_follow_inserts_deletes_archive_and_eviction(db: Database, emb: Embedder) -> None:
+    store = make(db, emb, max_nodes=100, evict_low_water_fraction=0.9, chunk_tokens=32)
+    try:
+        v = random_unit(140, seed=4)
+        store.add_embedded([f"fact {i}" for i in range(10)], v[:10], kind="fact")
+        qas = store.add_embedded([f"qa {i}" for i in range(60)], v[10:70], kind="qa_pair", quality=0.5)
+        doc = store.add(" ".join(f"Paragraph {i} says something about topic {i} at length." for i in range(12)))
+        assert len(doc) > 3
+        assert_counters_exact(db)
+        store.archive(qas[:7])
+        store.archive(qas[:3], archived=False)
+        store.archive(qas[:7])                                   # already archived: no double count
+        assert_counters_exact(db)
+        assert store.counts_by_kind()["qa_pair"] == 60 and store.stats()["archived"] == 7
+        store.delete(doc[0])                                     # the chunks go by cascade
+        store.delete(qas[10])
+        store.delete(99_999)
+        assert_counters_exact(db)
+        with db.atomic() as conn:                                # a kind change moves the count
+            conn.execute("UPDATE nodes SET kind = 'query' WHERE id = ?", (qas[11],))
+        assert_counters_exact(db)
+        store.add_embedded([f"more {i}" for i in range(70)], v[70:140], kind="qa_pair", quality=0.5)
+        assert store.node_count() == 90                          # eviction ran down to the low-water mark
+        assert_counters_exact(db)
+        with pytest.raises(Exception):                           # a rolled-back write leaves the counts alone
+            with db.atomic() as conn:
+                conn.execute("DELETE FROM nodes")
+                raise RuntimeError("roll back")
+        assert_counters_exact(db)
+        assert store.table_rows()["nodes"] == 90
+    finally:
+        store.close()
+
+
+def test_counters_start_from_existing_rows_when_the_migration_runs(tmp_path: Path) -> None:
+    """A file at schema 4 with data gets correct counters when 0005 is applied."""
+    path = tmp_path / "memory.db"
+    conn = dbmod.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                 "applied_at REAL NOT NULL)")
+    for version, name, sql in dbmod.migrations()[:4]:
+        conn.executescript(f"BEGIN;\n{sql}\n;INSERT INTO schema_migrations VALUES ({version}, '{name}', 0);\nCOMMIT;")
+    conn.executescript(
+        "BEGIN;"
+        "INSERT INTO nodes(kind, text, text_hash, created_at, last_access_at, trust, archived) VALUES "
+        "('fact', 'a', 'h1', 0, 0, 0.9, 0), ('fact', 'b', 'h2', 0, 0, 0.9, 1), ('qa_pair', 'c', 'h3', 0, 0, 0.4, 0);"
+        "INSERT INTO sessions(id, created_at, last_used_at) VALUES ('s', 0, 0);"
+        "INSERT INTO turns(session_id, role, content, created_at) VALUES ('s', 'user', 'hi', 0), ('s', 'assistant', 'yo', 0);"
+        "INSERT INTO requests(id, created_at, query, answer) VALUES ('r', 0, 'q', 'a');"
+        "COMMIT;")
+    conn.close()
+    db = Database(path)
+    try:
+        assert db.version() == dbmod.schema_version() >= 5
+        assert_counters_exact(db)
+        assert nodes.counts_by_kind(db)["fact"] == 2 and nodes.counts_by_kind(db, archived=False)["fact"] == 1
+        assert maintenance.table_rows(db)["turns"] == 2
+    finally:
+        db.close()

@@ -1,4 +1,4 @@
-"""The MemoryStore facade: what it adds on top of its rooms (stats, writeback depth)."""
+"""The MemoryStore facade: what it adds on top of its rooms (stats, counters, writeback depth)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ def test_stats_shape(db: Database, emb: Embedder) -> None:
         s = store.stats()
         assert s["nodes"] == 1 and s["nodes_by_kind"] == {"document": 1} and s["index_entries"] == 1
         assert s["db_bytes"] > 0 and s["writeback"]["queued"] == 0 and s["ranking"]["steps"] == 0
+        assert s["tables"]["nodes"]["rows"] == 1 and s["tables"]["nodes"]["bytes"] >= 4096
+        assert s["tables"]["requests"] == {"rows": 0, "bytes": s["tables"]["requests"]["bytes"]}
+        assert store.counts_by_kind() == {"query": 0, "qa_pair": 0, "fact": 0, "document": 1, "concept": 0,
+                                          "agent_step": 0}
+        assert store.table_rows()["nodes"] == 1 and store.table_rows()["turns"] == 0
     finally:
         store.close()
 

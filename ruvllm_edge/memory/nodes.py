@@ -280,10 +280,20 @@ def node_count(db: Database) -> int:
     return int(db.read("SELECT count(*) FROM nodes").fetchone()[0])
 
 
+def counts_by_kind(db: Database, archived: bool | None = None) -> dict[str, int]:
+    """Nodes per kind (every kind, zeros too), from the trigger-kept counters: O(1).
+
+    ``archived`` None counts all nodes, True/False only archived/searchable ones.
+    """
+    where = "" if archived is None else f" WHERE archived = {int(archived)}"
+    got = dict(db.read(f"SELECT kind, sum(n) FROM node_counts{where} GROUP BY kind").fetchall())
+    return {k: int(got.get(k, 0)) for k in NODE_KINDS}
+
+
 def stats(db: Database) -> dict[str, Any]:
     """Node and edge counts, corrections and the file size (the ``memory.stats`` op's core)."""
-    by_kind = dict(db.read("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
-    archived = db.read("SELECT count(*) FROM nodes WHERE archived = 1").fetchone()[0]
+    by_kind = {k: n for k, n in counts_by_kind(db).items() if n}
+    archived = sum(counts_by_kind(db, archived=True).values())
     edges = dict(db.read("SELECT kind, count(*) FROM edges GROUP BY kind").fetchall())
     corrections = db.read("SELECT count(*) FROM nodes WHERE kind = 'fact' AND source = 'feedback'"
                           ).fetchone()[0]

@@ -10,7 +10,7 @@ shared parts and delegates each operation to the one module that owns it:
     retrieval.py    knn, retrieve, search (KNN -> graph expansion -> ranking)
     writeback.py    record_interaction, flush (queue + batch writer)
     feedback.py     apply_feedback and the ranking training step
-    maintenance.py  decay_edges, evict
+    maintenance.py  decay_edges, evict, table_rows (and the log retention job)
     concepts.py     compression_candidates, add_concept, archive_compressed, undo_concept
 
 The rules those rooms apply (graph.py, bitindex.py, ranking.py, chunking.py,
@@ -107,7 +107,16 @@ class MemoryStore:
     def meta_set(self, key: str, value: str) -> None:
         nodes.meta_set(self.db, key, value)
 
+    def counts_by_kind(self) -> dict[str, int]:
+        """Nodes per kind, archived included, from trigger-kept counters: O(1), for metrics."""
+        return nodes.counts_by_kind(self.db)
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows of the pruned logs and of nodes, from trigger-kept counters: O(1), for metrics."""
+        return maintenance.table_rows(self.db)
+
     def stats(self) -> dict[str, Any]:
+        """memory.stats: counts, sizes per table, index, writeback and counters."""
         self.refresh_index()
         with self._counters_lock:
             counters = dict(self._counters)
@@ -116,7 +125,7 @@ class MemoryStore:
             "index_bytes": self.index.nbytes(),
             "writeback": {"queued": self._wb.depth(), **self._wb.counters},
             "ranking": {"steps": self.ranking_params.steps}, "embedding_cache": self.embedder.cache_info(),
-            "index_reloads": self._sync.reloads, **counters,
+            "index_reloads": self._sync.reloads, "tables": maintenance.table_sizes(self.db), **counters,
         }
 
     # -- search --------------------------------------------------------------
