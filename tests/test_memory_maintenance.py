@@ -162,6 +162,7 @@ def simulate_day(db: Database, day: int, t0: float, long_session: str) -> None:
     return rids
 
 
+@pytest.mark.slow                     # ~25 s: a year of rows at real sizes
 def test_a_year_of_traffic_stays_bounded_and_keeps_what_is_needed(tmp_path: Path) -> None:
     db = Database(tmp_path / "memory.db")
     policy = RetentionConfig()

@@ -102,7 +102,8 @@ class LogTable:
     time_col: str          # a row's age is measured from this column
     keep: str              # SQL condition: rows that must stay whatever their age
     order: str = "rowid"   # oldest first, for the row cap
-    children: str = ""     # a table whose rows referencing a deleted row go first (foreign key)
+    # (table, column) whose rows reference a deleted row's id and go first (the foreign key)
+    children: tuple[str, str] | None = None
 
 
 LOG_TABLES = (
@@ -111,11 +112,13 @@ LOG_TABLES = (
     LogTable("turns", "created_at", "0"),
     LogTable("requests", "created_at",
              "id IN (SELECT request_id FROM replay) "
-             "OR id IN (SELECT request_id FROM feedback WHERE applied_at IS NULL)", children="feedback"),
+             "OR id IN (SELECT request_id FROM feedback WHERE applied_at IS NULL)",
+             children=("feedback", "request_id")),
     LogTable("feedback", "created_at", "applied_at IS NULL OR request_id IN (SELECT request_id FROM replay)"),
     LogTable("explorations", "created_at", "0"),
     LogTable("learning_runs", "started_at", "id IN (SELECT max(id) FROM learning_runs GROUP BY job)"),
 )
+
 
 def apply_retention(db: Database, policy: RetentionConfig, now: float | None = None,
                     should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
@@ -170,7 +173,8 @@ def _delete_batch(db: Database, t: LogTable, where: str, params: tuple, limit: i
             (*params, int(limit)))]
         for part in chunks(rows):
             if t.children:
-                conn.execute(f"DELETE FROM {t.children} WHERE request_id IN ({marks(len(part))})", part)
+                table, column = t.children
+                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks(len(part))})", part)
             conn.execute(f"DELETE FROM {t.name} WHERE {key} IN ({marks(len(part))})", part)
     return len(rows)
 
