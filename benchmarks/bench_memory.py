@@ -48,7 +48,7 @@ import sqlite_vec  # noqa: E402
 from ruvllm_edge.config import MemoryConfig  # noqa: E402
 from ruvllm_edge.embedding import Embedder  # noqa: E402
 from ruvllm_edge.memory.db import Database  # noqa: E402
-from ruvllm_edge.memory.retrieval import BitIndex, exact_knn, quantize, rescore  # noqa: E402
+from ruvllm_edge.memory.bitindex import BitIndex, exact_knn, quantize, rescore  # noqa: E402
 from ruvllm_edge.memory.store import MemoryStore  # noqa: E402
 
 MODELS = ROOT / "models"

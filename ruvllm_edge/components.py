@@ -126,7 +126,7 @@ class Components:
 
     def make_scheduler(self, pipeline: Any, engine: Any,
                        on_run: Callable[[str, str, float, dict[str, Any]], None]) -> Any:
-        """The idle-time jobs: router training, then memory edge decay and eviction."""
+        """The idle-time jobs: router training, memory edge decay and eviction, log retention."""
         if not self.cfg.learning.enabled:
             return None
         from .learning.jobs import RouterLearningJob, db_lookup
@@ -166,6 +166,9 @@ class Components:
                 from .memory.compress import compression_job
                 jobs.append(compression_job(mem, engine.complete, self.embedder.embed,
                                             self.cfg.memory))
+        from .memory.maintenance import apply_retention   # the logs grow with or without memory
+        jobs.append(Job("retention", lambda ctx: apply_retention(self.db, self.cfg.retention,
+                                                                 should_stop=ctx.should_stop)))
         sched = IdleScheduler(self.cfg.learning, jobs, max_memory_mb=self.cfg.system.max_memory_mb,
                               on_run=on_run)
         holder["sched"] = sched

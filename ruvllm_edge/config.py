@@ -229,6 +229,37 @@ class LearningConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long the logs are kept: the idle job ``retention`` (memory/maintenance.py).
+
+    Each table keeps rows younger than its max age, and at most its max rows
+    (oldest go first). Rows something still needs are never deleted: a
+    feedback row not yet applied and its request, requests in the replay
+    buffer and their feedback, the newest run of each learning job. Memory
+    nodes are bounded separately by memory.max_nodes. The defaults keep a year
+    of ~200 queries a day near 70 MB of logs, at most ~170 MB.
+    """
+
+    enabled: bool = _f(True)
+    requests_max_age_days: float = _f(90.0, 1.0, 36_500.0)
+    requests_max_rows: int = _f(50_000, 100, 100_000_000)
+    # Sessions by last use; their turns go with them.
+    sessions_max_age_days: float = _f(90.0, 1.0, 36_500.0)
+    sessions_max_rows: int = _f(20_000, 10, 100_000_000)
+    turns_max_age_days: float = _f(90.0, 1.0, 36_500.0)
+    turns_max_rows: int = _f(100_000, 100, 100_000_000)
+    # A feedback row also goes with its request (the foreign key).
+    feedback_max_age_days: float = _f(365.0, 1.0, 36_500.0)
+    feedback_max_rows: int = _f(50_000, 100, 100_000_000)
+    explorations_max_age_days: float = _f(90.0, 1.0, 36_500.0)
+    explorations_max_rows: int = _f(100_000, 100, 100_000_000)
+    learning_runs_max_age_days: float = _f(30.0, 1.0, 36_500.0)
+    learning_runs_max_rows: int = _f(20_000, 100, 100_000_000)
+    # Rows deleted per transaction, so the write lock is never held for long.
+    batch_rows: int = _f(2_000, 10, 1_000_000)
+
+
+@dataclass(frozen=True)
 class BackupConfig:
     # Default target for the nightly backup ("" = <data_dir>/backups).
     dir: str = _f("")
@@ -245,6 +276,7 @@ class Config:
     router: RouterConfig = field(default_factory=RouterConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     # Resolved at load time, not read from TOML.
     data_dir: str = "data"
     models_dir: str = "models"
@@ -260,7 +292,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "system": SystemConfig, "server": ServerConfig, "inference": InferenceConfig,
     "embedding": EmbeddingConfig, "memory": MemoryConfig, "router": RouterConfig,
-    "learning": LearningConfig, "backup": BackupConfig,
+    "learning": LearningConfig, "backup": BackupConfig, "retention": RetentionConfig,
 }
 
 

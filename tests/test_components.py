@@ -62,6 +62,6 @@ def test_idle_jobs_are_registered(tmp_path: Path, models_dir: Path) -> None:
     engine = InferenceEngine(cfg.inference, cfg.system, models_dir)   # loads lazily
     sched = c.make_scheduler(pipeline=None, engine=engine, on_run=lambda *a: None)
     assert [j.name for j in sched.jobs] == ["router_training", "edge_decay", "eviction",
-                                            "compression"]
+                                            "compression", "retention"]
     c.memory.close()
     db.close()

@@ -1,8 +1,9 @@
 """Learning loop C: cluster detection, summary validation, concept writes and the idle job.
 
-Pure parts on synthetic vectors; the store on a real SQLite file with the real
-MiniLM embedder; the job with a scripted ``complete`` (fast) and once with the
-real SmolLM2 model through InferenceEngine.
+Pure parts on synthetic vectors; the job on a real SQLite file with the real
+MiniLM embedder and a scripted ``complete`` (fast), and once with the real
+SmolLM2 model through InferenceEngine. The store side (candidates, concept
+writes, undo) is in test_memory_concepts.py.
 """
 
 from __future__ import annotations
@@ -18,35 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from memkit import BOILER, BOILER_SUMMARY, CAT, CAT_SUMMARY, D, DAY, add_old, concepts, make_store, node, unit
 from ruvllm_edge.config import Config, LearningConfig, MemoryConfig, parse
 from ruvllm_edge.embedding import Embedder
-from ruvllm_edge.errors import BadRequest, ConfigError, NotFound
+from ruvllm_edge.errors import ConfigError
 from ruvllm_edge.learning.scheduler import IdleScheduler
 from ruvllm_edge.memory import compress as C
 from ruvllm_edge.memory.db import Database
-from ruvllm_edge.memory.store import MemoryStore
-
-DAY = 86_400.0
-D = 384
-
-BOILER = ["Q: When is the boiler serviced?\nA: The boiler is serviced every October.",
-          "Q: What month does the boiler get its service?\nA: Every October the boiler is serviced.",
-          "Q: When does the boiler service happen?\nA: The boiler gets serviced in October each year.",
-          "Q: Is the boiler serviced in October?\nA: Yes, the boiler service is every October."]
-BOILER_SUMMARY = "The boiler is serviced every October."
-CAT = ["Q: What does Milo the cat eat?\nA: Milo the cat eats wet food twice a day.",
-       "Q: How often is Milo fed?\nA: Milo the cat is fed wet food twice a day.",
-       "Q: What food does Milo get?\nA: Milo gets wet cat food, two meals a day."]
-CAT_SUMMARY = "Milo the cat eats wet food twice a day."
 
 
 # ---------------------------------------------------------------------------
 # helpers
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def topic_vecs(rng: np.random.Generator, direction: np.ndarray, n: int, noise: float) -> np.ndarray:
@@ -55,25 +38,6 @@ def topic_vecs(rng: np.random.Generator, direction: np.ndarray, n: int, noise: f
 
 def chain(ids: list[int], kind: str = "same_topic", w: float = 0.8) -> list[tuple[int, int, str, float]]:
     return [(a, b, kind, w) for a, b in zip(ids, ids[1:])]
-
-
-def make_store(db: Database, emb: Embedder, **cfg: Any) -> MemoryStore:
-    return MemoryStore(db, dataclasses.replace(MemoryConfig(), **cfg), emb)
-
-
-def add_old(store: MemoryStore, emb: Embedder, texts: list[str], kind: str = "qa_pair",
-            age_days: float = 60.0, link: bool = True) -> list[int]:
-    """Insert embedded texts, backdate them, and link consecutive ones with same_topic."""
-    ids = store.add_embedded(texts, emb.embed_batch(texts), kind=kind)
-    t = time.time() - age_days * DAY
-    with store.db.atomic() as conn:
-        conn.executemany("UPDATE nodes SET created_at = ?, last_access_at = ? WHERE id = ?",
-                         [(t, t, i) for i in ids])
-        if link:
-            conn.executemany("INSERT INTO edges(src, dst, kind, weight, created_at, updated_at) "
-                             "VALUES (?, ?, 'same_topic', 0.8, ?, ?)",
-                             [(a, b, t, t) for a, b in zip(ids, ids[1:])])
-    return ids
 
 
 def scheduler_for(job: Any) -> IdleScheduler:
@@ -95,16 +59,6 @@ def scripted(replies: dict[str, str]) -> tuple[Callable[..., str], list[list[dic
         prompt = messages[-1]["content"].lower()
         return next((r for k, r in replies.items() if k in prompt), "")
     return complete, calls
-
-
-def node(store: MemoryStore, nid: int) -> dict[str, Any]:
-    got = store.get(nid)
-    assert got is not None, f"node {nid} is gone"
-    return got
-
-
-def concepts(db: Database) -> list[tuple[int, str]]:
-    return [(int(i), t) for i, t in db.read("SELECT id, text FROM nodes WHERE kind = 'concept' ORDER BY id")]
 
 
 # ---------------------------------------------------------------------------
@@ -286,120 +240,6 @@ def test_min_cluster_above_max_is_a_config_error(db: Database, emb: Embedder) ->
         C.check_config(bad)
     _, errors = parse({"memory": {"compress_min_cohesion": 1.5}})
     assert any("memory.compress_min_cohesion" in e for e in errors)
-
-
-# ---------------------------------------------------------------------------
-# the store (real SQLite file, real embedder)
-
-
-@pytest.fixture
-def store(db: Database, emb: Embedder) -> Iterator[MemoryStore]:
-    s = make_store(db, emb)
-    yield s
-    s.close()
-
-
-def test_candidates_are_old_unarchived_compressible_and_linked(store: MemoryStore, emb: Embedder) -> None:
-    old = add_old(store, emb, BOILER)
-    young = add_old(store, emb, ["Q: a?\nA: young one.", "Q: b?\nA: young two."], age_days=0.0)
-    facts = add_old(store, emb, ["The boiler code is 1234.", "The boiler is in the cellar."], kind="fact")
-    docs = add_old(store, emb, ["Boiler manual page 1.", "Boiler manual page 2."], kind="document")
-    loner = add_old(store, emb, ["Q: c?\nA: no links."], link=False)
-    weak = add_old(store, emb, ["Q: d?\nA: weak one.", "Q: e?\nA: weak two."])
-    with store.db.atomic() as conn:
-        conn.execute("UPDATE edges SET weight = 0.1 WHERE src = ?", (weak[0],))
-        # a qa_pair linked to a fact: the fact is not eligible, so the link does not count
-        conn.execute("INSERT INTO edges VALUES (?, ?, 'same_topic', 0.9, 0, 0)", (loner[0], facts[0]))
-    got = store.compression_candidates(created_before=time.time() - DAY, min_edge_weight=0.5, limit=100)
-    assert got.ids == old and got.next_after_id == 0
-    assert got.vecs.shape == (4, D) and np.allclose(got.vecs, emb.embed_batch(BOILER), atol=1e-6)
-    assert sorted((a, b) for a, b, _, _ in got.edges) == list(zip(old, old[1:]))
-    assert not set(got.ids) & set(young + facts + docs + loner + weak)
-    store.archive([old[0]])
-    cut = time.time() - DAY
-    assert store.compression_candidates(created_before=cut, min_edge_weight=0.5, limit=100).ids == old[1:]
-    # the scan window rotates
-    first = store.compression_candidates(created_before=cut, min_edge_weight=0.5, limit=2)
-    assert first.ids == old[1:3] and first.next_after_id == old[2]
-    rest = store.compression_candidates(created_before=cut, min_edge_weight=0.5, limit=2,
-                                        after_id=first.next_after_id)
-    assert rest.ids == old[3:] and rest.next_after_id == 0
-
-
-def test_add_concept_links_members_and_archives_only_old_compressible_ones(
-        store: MemoryStore, emb: Embedder) -> None:
-    qa = add_old(store, emb, BOILER)
-    [fact] = add_old(store, emb, ["The boiler is serviced by Acme Gas every October."], kind="fact",
-                     link=False)
-    recent = qa[3]
-    with store.db.atomic() as conn:
-        conn.execute("UPDATE nodes SET last_access_at = ? WHERE id = ?", (time.time(), recent))
-    vec = emb.embed(BOILER_SUMMARY)
-    w = store.add_concept(BOILER_SUMMARY, vec, qa + [fact], archive_before=time.time() - 30 * DAY,
-                          metadata={"cohesion": 0.8})
-    assert w.archived_ids == tuple(qa[:3]) and w.member_ids == tuple(qa + [fact])
-    cnode = node(store, w.concept_id)
-    assert (cnode["kind"], cnode["source"], cnode["trust"], cnode["archived"]) == ("concept", "learning", 0.6, False)
-    assert cnode["metadata"] == {"cohesion": 0.8, "members": 5}
-    contains = {e["dst"]: e["weight"] for e in cnode["edges"] if e["kind"] == "contains"}
-    assert set(contains) == set(qa + [fact]) and all(0.3 < x <= 1.0 for x in contains.values())
-    for i in qa[:3]:
-        m = node(store, i)                    # archived members are kept and readable
-        assert m["archived"] is True and m["metadata"]["compressed_into"] == w.concept_id
-    assert node(store, recent)["archived"] is False and node(store, fact)["archived"] is False
-    # search: the concept is found, archived members are not (not even over `contains`)
-    hits = store.search("When does the boiler get serviced?", k=10)
-    ids = [h["id"] for h in hits]
-    assert w.concept_id in ids and not set(ids) & set(qa[:3])
-    assert {recent, fact} <= set(ids)
-    assert store.stats()["archived"] == 3
-
-
-def test_add_concept_writes_nothing_when_members_changed(store: MemoryStore, emb: Embedder) -> None:
-    qa = add_old(store, emb, BOILER)
-    vec = emb.embed(BOILER_SUMMARY)
-    before = store.stats()["nodes"]
-    store.delete(qa[1])
-    with pytest.raises(C.MembersChanged) as ei:
-        store.add_concept(BOILER_SUMMARY, vec, qa, archive_before=time.time())
-    assert ei.value.code == "bad_request" and ei.value.details["members"] == {str(qa[1]): "missing"}
-    store.archive([qa[2]])
-    with pytest.raises(C.MembersChanged, match="changed"):
-        store.add_concept(BOILER_SUMMARY, vec, [qa[0], qa[2]], archive_before=time.time())
-    w = store.add_concept(BOILER_SUMMARY, vec, [qa[0], qa[3]], archive_before=None)
-    assert w.archived_ids == ()
-    with pytest.raises(C.MembersChanged):                  # already in a concept
-        store.add_concept(BOILER_SUMMARY, vec, [qa[0]], archive_before=None)
-    assert [c for c, _ in concepts(store.db)] == [w.concept_id]
-    assert store.stats()["nodes"] == before - 1 + 1
-    assert node(store, qa[0])["archived"] is False
-    for bad in ([], [qa[0], qa[0]]):
-        with pytest.raises(BadRequest):
-            store.add_concept(BOILER_SUMMARY, vec, bad)
-    with pytest.raises(BadRequest):
-        store.add_concept(BOILER_SUMMARY, vec * 2, [qa[3]])
-    with pytest.raises(BadRequest):
-        store.add_concept("  ", vec, [qa[3]])
-
-
-def test_archive_compressed_catches_up_and_undo_restores(store: MemoryStore, emb: Embedder) -> None:
-    qa = add_old(store, emb, BOILER, age_days=10.0)
-    w = store.add_concept(BOILER_SUMMARY, emb.embed(BOILER_SUMMARY), qa,
-                          archive_before=time.time() - 30 * DAY)
-    assert w.archived_ids == ()                              # nobody 30 days unused yet
-    assert store.archive_compressed(time.time() - 30 * DAY) == 0
-    assert store.archive_compressed(time.time() - 5 * DAY) == 4
-    assert all(node(store, i)["metadata"]["compressed_into"] == w.concept_id for i in qa)
-    assert store.archive_compressed(time.time()) == 0        # idempotent
-    assert store.undo_concept(w.concept_id) == 4
-    assert store.get(w.concept_id) is None
-    assert all(node(store, i)["archived"] is False and "compressed_into" not in node(store, i)["metadata"]
-               for i in qa)
-    assert qa[0] in [h["id"] for h in store.search("boiler service month", k=10)]
-    with pytest.raises(NotFound):
-        store.undo_concept(w.concept_id)
-    with pytest.raises(BadRequest):
-        store.undo_concept(qa[0])
 
 
 # ---------------------------------------------------------------------------

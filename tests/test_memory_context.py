@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from ruvllm_edge.embedding import Embedder
 from ruvllm_edge.memory.context import CUT_MARK, HEADER, pack_context, render_memory
-from ruvllm_edge.memory.retrieval import Candidate
+from ruvllm_edge.memory.types import Candidate
 
 
 

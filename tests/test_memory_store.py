@@ -1,240 +1,10 @@
-"""MemoryStore on a real SQLite file with the real embedder."""
+"""The MemoryStore facade: what it adds on top of its rooms (stats, counters, writeback depth)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
-
-import numpy as np
-import pytest
-
-from ruvllm_edge.config import MemoryConfig
+from memkit import inter, make_store as make
 from ruvllm_edge.embedding import Embedder
-from ruvllm_edge.errors import BadRequest, StorageError, TooLarge
-from ruvllm_edge.memory import graph
 from ruvllm_edge.memory.db import Database
-from ruvllm_edge.memory.store import MemoryStore
-
-DAY = 86_400.0
-
-
-def make(db: Database, emb: Embedder, **cfg: object) -> MemoryStore:
-    return MemoryStore(db, dataclasses.replace(MemoryConfig(), **cfg), emb)
-
-
-def test_migration_creates_schema(db: Database) -> None:
-    assert db.version() >= 2
-    names = {r[0] for r in db.read("SELECT name FROM sqlite_master")}
-    assert {"nodes", "edges", "node_vectors", "vec_log", "memory_meta"} <= names
-    with pytest.raises(Exception, match="CHECK"):
-        with db.atomic() as conn:
-            conn.execute("INSERT INTO nodes(kind, text, text_hash, created_at, last_access_at, trust) "
-                         "VALUES ('nonsense', 't', 'h', 0, 0, 0.5)")
-
-
-def test_add_get_delete_round_trip(db: Database, emb: Embedder) -> None:
-    store = make(db, emb)
-    try:
-        [nid] = store.add("Ada Lovelace wrote the first published algorithm.", kind="fact",
-                          metadata={"origin": "test"}, session_id="s1")
-        node = store.get(nid)
-        assert node is not None
-        assert node["kind"] == "fact" and node["source"] == "user" and node["trust"] == 0.9
-        assert node["metadata"] == {"origin": "test"} and node["session_id"] == "s1"
-        assert node["archived"] is False and node["edges"] == []
-        hits = store.search("Who wrote the first algorithm?", k=3)
-        assert hits[0]["id"] == nid and hits[0]["preview"].startswith("Ada")
-        assert store.delete(nid) is True
-        assert store.get(nid) is None and store.delete(nid) is False
-        assert db.read("SELECT count(*) FROM node_vectors").fetchone()[0] == 0
-        assert store.search("Who wrote the first algorithm?", k=3) == []
-    finally:
-        store.close()
-
-
-def test_exact_duplicates_are_not_inserted_twice(db: Database, emb: Embedder) -> None:
-    store = make(db, emb)
-    try:
-        a = store.add("The boiler is serviced every October.")
-        b = store.add("  The boiler is serviced every October.  ")
-        c = store.add("The boiler is serviced every October.", kind="fact")   # other kind: new node
-        assert a == b and c != a
-        assert store.stats()["nodes"] == 2
-    finally:
-        store.close()
-
-
-def test_long_text_is_chunked_with_follows_edges_and_parent(db: Database, emb: Embedder) -> None:
-    store = make(db, emb, chunk_tokens=32)
-    try:
-        sentences = [f"Paragraph {i} talks about topic number {i} in some detail here." for i in range(12)]
-        ids = store.add(" ".join(sentences), metadata={"title": "doc"})
-        assert len(ids) > 3
-        texts = [store.get(i)["text"] for i in ids]
-        assert all(emb.count_tokens(t) <= 32 for t in texts)
-        assert " ".join(texts).split() == " ".join(sentences).split()      # nothing lost, order kept
-        first = store.get(ids[0])
-        assert first["metadata"]["chunks"] == len(ids) and first["chunk_ids"] == ids[1:]
-        assert all(store.get(i)["parent_id"] == ids[0] for i in ids[1:])
-        follows = {(e["src"], e["dst"]) for e in first["edges"] if e["kind"] == "follows"}
-        assert (ids[0], ids[1]) in follows
-        assert store.add(" ".join(sentences), metadata={"title": "doc"}) == ids     # idempotent
-        # deleting a later chunk removes only it; deleting the first removes the document
-        assert store.delete(ids[2]) and store.get(ids[1]) is not None
-        assert store.delete(ids[0])
-        assert store.stats()["nodes"] == 0
-        assert db.read("SELECT count(*) FROM edges").fetchone()[0] == 0
-        assert db.read("SELECT count(*) FROM node_vectors").fetchone()[0] == 0
-    finally:
-        store.close()
-
-
-def test_delete_cascades_edges_and_vectors(db: Database, emb: Embedder) -> None:
-    store = make(db, emb)
-    try:
-        a, = store.add("alpha node text")
-        b, = store.add("beta node text")
-        with db.atomic() as conn:
-            store._upsert_edge(conn, a, b, "cites", 0.7, time.time())
-        assert store.get(b)["edges"][0]["src"] == a
-        store.delete(a)
-        assert store.get(b)["edges"] == []
-        assert db.read("SELECT count(*) FROM node_vectors WHERE id = ?", (a,)).fetchone()[0] == 0
-        with db.atomic() as conn:           # an edge to a vanished node is skipped, not an FK error
-            store._upsert_edge(conn, a, b, "cites", 0.7, time.time())
-        assert store.get(b)["edges"] == []
-    finally:
-        store.close()
-
-
-def test_bad_input_is_rejected_clearly(db: Database, emb: Embedder) -> None:
-    store = make(db, emb, max_text_bytes=100)
-    try:
-        with pytest.raises(BadRequest):
-            store.add("   ")
-        with pytest.raises(BadRequest, match="kind"):
-            store.add("text", kind="poem")
-        with pytest.raises(TooLarge):
-            store.add("x" * 101)
-        with pytest.raises(BadRequest, match="JSON"):
-            store.add("text", metadata={"f": object()})
-        with pytest.raises(BadRequest):
-            store.add_embedded(["t"], np.ones((1, 384), np.float32))          # not unit norm
-        assert store.stats()["nodes"] == 0
-    finally:
-        store.close()
-
-
-def test_eviction_protects_facts_and_documents(db: Database, emb: Embedder) -> None:
-    store = make(db, emb, max_nodes=100, evict_low_water_fraction=0.9)
-    try:
-        rng = np.random.default_rng(0)
-        v = rng.standard_normal((132, 384)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        docs = store.add_embedded([f"doc {i}" for i in range(30)], v[:30], kind="document")
-        facts = store.add_embedded([f"fact {i}" for i in range(10)], v[30:40], kind="fact")
-        corr = store.add_embedded(["correction"], v[40:41], kind="fact", source="feedback")
-        qas = store.add_embedded([f"qa {i}" for i in range(80)], v[41:121], kind="qa_pair", quality=0.8)
-        # writes past capacity evict down to the low-water mark (90 nodes)
-        assert store.node_count() == 90
-        alive = {r[0] for r in db.read("SELECT id FROM nodes")}
-        assert set(docs) | set(facts) | set(corr) <= alive
-        # the order is quality x recency x use: a low-quality, stale, unused qa goes first
-        qa_alive = sorted(set(qas) & alive)
-        now = time.time()
-        with db.atomic() as conn:
-            conn.execute("UPDATE nodes SET quality = 0.1 WHERE id = ?", (qa_alive[-1],))
-            conn.execute("UPDATE nodes SET last_access_at = ? WHERE id = ?", (now - 400 * DAY, qa_alive[-2]))
-            conn.execute("UPDATE nodes SET access_count = 50 WHERE id = ?", (qa_alive[0],))
-        store.add_embedded([f"more {i}" for i in range(11)], v[121:132], kind="qa_pair", quality=0.8)
-        assert store.node_count() == 90
-        alive = {r[0] for r in db.read("SELECT id FROM nodes")}
-        assert qa_alive[-1] not in alive and qa_alive[-2] not in alive and qa_alive[0] in alive
-        # only protected nodes left: nothing more can go
-        store2 = make(db, emb, max_nodes=45, evict_low_water_fraction=0.5)
-        assert store2.evict() == 90 - 41
-        assert set(docs) | set(facts) | set(corr) == {r[0] for r in db.read("SELECT id FROM nodes")}
-        store2.close()
-    finally:
-        store.close()
-
-
-def test_node_value_sql_equals_python(db: Database) -> None:
-    now = 1_000_000.0
-    rows = [(0.9, now - 3 * DAY, 0), (0.5, now, 7), (0.2, now - 90 * DAY, 100)]
-    sql = graph.NODE_VALUE_SQL
-    for q, last, n in rows:
-        got = db.read(f"SELECT {sql} FROM (SELECT :q AS quality, :last AS last_access_at, :n AS access_count)",
-                      {"now": now, "half_life_days": 30.0, "q": q, "last": last, "n": n})
-        assert got.fetchone()[0] == pytest.approx(graph.node_value(q, now - last, n, 30.0))
-
-
-def test_edge_decay_drops_weak_learned_edges_only(db: Database, emb: Embedder) -> None:
-    store = make(db, emb, edge_half_life_days=10.0, edge_min_weight=0.1)
-    try:
-        a, = store.add("first node")
-        b, = store.add("second node")
-        c, = store.add("third node")
-        t0 = 1_000_000.0
-        with db.atomic() as conn:
-            for src, dst, kind, w in [(a, b, "same_topic", 0.8), (b, c, "answered_by", 0.3),
-                                      (a, c, "contains", 0.3), (c, a, "derived", 0.3)]:
-                conn.execute("INSERT INTO edges VALUES (?, ?, ?, ?, ?, ?)", (src, dst, kind, w, t0, t0))
-        assert store.decay_edges(now=t0 + 20 * DAY) == 1          # 0.3 -> 0.075 < 0.1: dropped
-        w = dict(((s, d, k), w) for s, d, k, w in db.read("SELECT src, dst, kind, weight FROM edges"))
-        assert w[(a, b, "same_topic")] == pytest.approx(0.2)       # two half-lives
-        assert w[(a, c, "contains")] == 0.3 and w[(c, a, "derived")] == 0.3   # structure does not decay
-        assert (b, c, "answered_by") not in w
-        # decay is memoryless: two runs equal one run over the same span
-        store.decay_edges(now=t0 + 30 * DAY)
-        w2 = db.read("SELECT weight FROM edges WHERE kind = 'same_topic'").fetchone()[0]
-        assert w2 == pytest.approx(0.1)
-    finally:
-        store.close()
-
-
-def test_export_pages_through_everything(db: Database, emb: Embedder) -> None:
-    store = make(db, emb)
-    try:
-        rng = np.random.default_rng(1)
-        v = rng.standard_normal((25, 384)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        ids = store.add_embedded([f"n{i}" for i in range(25)], v)
-        store.archive(ids[:5])
-        seen, after = [], 0
-        while True:
-            rows, after = store.export(after_id=after, limit=10)
-            seen += rows
-            if after == 0:
-                break
-        assert [r["id"] for r in seen] == ids
-        assert all(r["archived"] for r in seen[:5]) and json.dumps(seen)   # JSON-ready
-        rows, nxt = store.export(limit=100, include_archived=False)
-        assert [r["id"] for r in rows] == ids[5:] and nxt == 0
-    finally:
-        store.close()
-
-
-def test_disk_full_raises_storage_error_and_keeps_committed(db: Database, emb: Embedder) -> None:
-    store = make(db, emb)
-    try:
-        kept, = store.add("This fact was committed before the disk filled up.", kind="fact")
-        pages = db._writer.execute("PRAGMA page_count").fetchone()[0]
-        db._writer.execute(f"PRAGMA max_page_count = {pages}")        # the "disk" is now full
-        rng = np.random.default_rng(2)
-        v = rng.standard_normal((50, 384)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        with pytest.raises(StorageError) as info:                     # ~80 KB of vectors: needs new pages
-            store.add_embedded([f"filler {i}" for i in range(50)], v)
-        assert info.value.details.get("reason") == "disk_full"
-        db._writer.execute("PRAGMA max_page_count = 1073741823")
-        assert store.get(kept)["text"].startswith("This fact")
-        assert store.stats()["nodes"] == 1                             # nothing half-written
-        assert db.check_integrity() == "ok"
-        assert store.add("Writes work again once space is back.")
-    finally:
-        store.close()
 
 
 def test_stats_shape(db: Database, emb: Embedder) -> None:
@@ -244,5 +14,25 @@ def test_stats_shape(db: Database, emb: Embedder) -> None:
         s = store.stats()
         assert s["nodes"] == 1 and s["nodes_by_kind"] == {"document": 1} and s["index_entries"] == 1
         assert s["db_bytes"] > 0 and s["writeback"]["queued"] == 0 and s["ranking"]["steps"] == 0
+        assert s["tables"]["nodes"]["rows"] == 1 and s["tables"]["nodes"]["bytes"] >= 4096
+        assert s["tables"]["requests"] == {"rows": 0, "bytes": s["tables"]["requests"]["bytes"]}
+        assert store.counts_by_kind() == {"query": 0, "qa_pair": 0, "fact": 0, "document": 1, "concept": 0,
+                                          "agent_step": 0}
+        assert store.table_rows()["nodes"] == 1 and store.table_rows()["turns"] == 0
+    finally:
+        store.close()
+
+
+def test_writeback_depth_counts_queued_interactions(db: Database, emb: Embedder) -> None:
+    store = make(db, emb, writeback_batch=100, writeback_flush_ms=60_000)
+    try:
+        for i, (q, a) in enumerate([("Where is the spare key?", "Under the blue pot."),
+                                    ("When is the bin collected?", "On Tuesday mornings."),
+                                    ("What is the cat called?", "Her name is Milo.")]):
+            store.record_interaction(inter(f"r{i}", q, a))
+        assert store.writeback_depth() == 3            # the writer waits for a fuller batch
+        assert store._wb.depth() == 3                  # the old name keeps working for the server
+        store.flush()
+        assert store.writeback_depth() == 0 and store.stats()["qa_written"] == 3
     finally:
         store.close()

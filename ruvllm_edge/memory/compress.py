@@ -40,8 +40,9 @@ in compiled code, and the LLM call dominates by three orders of magnitude.
 ``mean_pairwise_cosine`` has a gram-matrix reference beside it, compared in
 the tests.
 
-Everything here takes and returns plain data; the store does the SQL and the
-job (``compression_job``) glues store, model and embedder together.
+Everything here takes and returns plain data; concepts.py does the SQL and
+the job (``compression_job``) glues a ``ConceptStore`` (the MemoryStore),
+model and embedder together.
 """
 
 from __future__ import annotations
@@ -53,24 +54,25 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ..config import MemoryConfig
-from ..errors import BadRequest, ConfigError, ModelUnavailable, TooLarge
+from ..errors import ConfigError, ModelUnavailable, TooLarge
 from .context import _defuse as quote_lines
-from .graph import SECONDS_PER_DAY, EdgeRow
+from .graph import SECONDS_PER_DAY
+from .types import CLUSTER_EDGE_KINDS, COMPRESSIBLE_KINDS, CandidateSet, ConceptWrite, EdgeRow, MembersChanged
 
-if TYPE_CHECKING:  # the store imports this module; the job only needs its type
+if TYPE_CHECKING:  # learning imports memory at start-up; the job imports the scheduler at run time
     from ..learning.scheduler import Job, JobContext
-    from .store import MemoryStore
+
+__all__ = ["COMPRESSIBLE_KINDS", "CLUSTER_EDGE_KINDS", "CandidateSet", "ConceptWrite", "MembersChanged",
+           "ConceptStore", "Cluster", "Verdict", "find_clusters", "validate_summary", "compression_job"]
 
 log = logging.getLogger(__name__)
 
 JOB_NAME = "compression"
-COMPRESSIBLE_KINDS = ("qa_pair", "query", "agent_step")
-CLUSTER_EDGE_KINDS = ("same_topic", "answered_by", "follows")
 SHORTENED_MARK = " [... shortened]"
 # A reply cut by the token limit is trimmed back to its last sentence end.
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -101,18 +103,22 @@ Complete = Callable[[list[dict[str, str]], int, float, Callable[[], "str | None"
 Embed = Callable[[str], np.ndarray]
 
 
+class ConceptStore(Protocol):
+    """What the job needs from the store (MemoryStore provides it; concepts.py does the SQL)."""
+
+    def meta_get(self, key: str) -> str | None: ...
+    def meta_set(self, key: str, value: str) -> None: ...
+    def archive_compressed(self, before: float) -> int: ...
+    def node_texts(self, node_ids: Sequence[int]) -> dict[int, str]: ...
+    def compression_candidates(self, *, created_before: float, min_edge_weight: float, limit: int,
+                               after_id: int = 0) -> CandidateSet: ...
+    def add_concept(self, text: str, vec: np.ndarray, member_ids: Sequence[int], *,
+                    archive_before: float | None = None,
+                    metadata: Mapping[str, Any] | None = None) -> ConceptWrite: ...
+
+
 # ---------------------------------------------------------------------------
 # Plain data
-
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """Nodes eligible for compression, their vectors and the links among them."""
-
-    ids: list[int]                 # sorted node ids
-    vecs: np.ndarray               # (n, d) float32 unit rows, in ``ids`` order
-    edges: list[EdgeRow]           # (src, dst, kind, weight); both ends in ``ids``
-    next_after_id: int = 0         # where the next scan window starts (0 = wrapped)
 
 
 @dataclass(frozen=True)
@@ -125,20 +131,6 @@ class Cluster:
     def signature(self) -> str:
         """Stable name of exactly this member set (remembers rejected summaries)."""
         return hashlib.sha256(",".join(map(str, self.member_ids)).encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class ConceptWrite:
-    """What ``MemoryStore.add_concept`` committed."""
-
-    concept_id: int
-    member_ids: tuple[int, ...]
-    archived_ids: tuple[int, ...]      # members moved to cold storage by this write
-
-
-class MembersChanged(BadRequest):
-    """A cluster's members changed (deleted, archived, claimed by another concept)
-    between reading them and writing their concept; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +358,7 @@ CURSOR_KEY = "compress_cursor"
 MAX_REMEMBERED_REJECTS = 2000
 
 
-def compression_job(store: "MemoryStore", complete: Complete, embed: Embed, cfg: MemoryConfig,
+def compression_job(store: ConceptStore, complete: Complete, embed: Embed, cfg: MemoryConfig,
                     *, clock: Callable[[], float] = time.time) -> "Job":
     """The idle-time job: one cluster at a time, stoppable between (and inside) LLM calls.
 
@@ -473,7 +465,7 @@ def compression_job(store: "MemoryStore", complete: Complete, embed: Embed, cfg:
     return Job(JOB_NAME, run, estimate_mb=estimate_mb)
 
 
-def _reject(store: "MemoryStore", rejected: dict[str, str], cl: Cluster, reason: str,
+def _reject(store: ConceptStore, rejected: dict[str, str], cl: Cluster, reason: str,
             skipped: Counter[str]) -> None:
     """Remember a failed cluster so the same prompt is not retried every idle run."""
     skipped[reason] += 1

@@ -27,14 +27,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
+from .types import EdgeRow
+
 EDGE_KINDS = ("follows", "same_topic", "answered_by", "cites", "contains", "derived")
 DECAYING_KINDS = ("follows", "same_topic", "answered_by", "cites")
-NODE_KINDS = ("query", "qa_pair", "fact", "document", "concept", "agent_step")
 
 SECONDS_PER_DAY = 86_400.0
-
-# (src, dst, kind, weight)
-EdgeRow = tuple[int, int, str, float]
 
 
 @dataclass(frozen=True)

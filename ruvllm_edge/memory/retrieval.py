@@ -1,253 +1,265 @@
-"""KNN over the memory vectors: binary coarse pass, exact float rescoring.
+"""Finding memories for a query: KNN, graph expansion, features, ranking.
 
-Why this shape (measured on this machine, 100K x 384, see bench_memory.py):
-- sqlite-vec's exact float KNN costs ~72-78 ms and its bit KNN cost grows with
-  k (5.5 ms at k=10 but 54 ms at the k=200 a coarse pass needs), and vec0 point
-  lookups of float vectors cost ~0.26 ms each. So the coarse pass runs over an
-  in-RAM copy of the 48-byte sign codes (4.8 MB at 100K nodes; a numba popcount
-  scan takes ~1 ms), and only the k * coarse_factor survivors have their
-  float32 vectors read from SQLite by primary key for exact cosine rescoring.
-  A float32 mirror in RAM would cost 154 MB per 100K nodes of the 2 GB edge
-  budget for a gain of ~1 ms; the code mirror costs 5 MB.
-- The mirror is a cache of the database, never the other way round: it
-  catches up from ``vec_log`` (appended by triggers in the same transaction as
-  every vector change), so writes by any thread or process become visible and
-  a rolled-back write never leaves a phantom.
+The pipeline of one ``retrieve``:
+1. KNN: a binary coarse pass over the in-RAM code mirror keeps
+   ``k * coarse_factor`` ids; their float32 vectors are read from SQLite by
+   primary key and rescored exactly (bitindex.py says why this shape).
+2. Graph expansion (graph.expand) over edges whose other end is searchable,
+   1-2 hops, up to ``max_candidates``.
+3. Edge features per candidate and graph-attention ranking (ranking.py), with
+   its "none of these" sink so relevance means the same across queries.
+4. Near-duplicates dropped, the relevance floor applied.
 
-Everything here works on plain numpy arrays; the store does the SQL.
+The ``Retriever`` does the reads (steps 1-2); ``features``, ``rank`` and
+``retrieval_stats`` are plain functions of what it gathered. The ranking
+parameters come in as plain data: feedback.py trains them.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-from numba import njit
 
-DIM = 384
-CODE_WORDS = DIM // 64  # 6 uint64 words per 384-bit code
-CODE_BYTES = DIM // 8
+from .. import ranking
+from ..config import MemoryConfig
+from ..errors import BadRequest
+from .bitindex import drop_near_duplicates, quantize, rescore, similarity_stats
+from .db import Database
+from .graph import SECONDS_PER_DAY, Reached, expand
+from .index_sync import IndexSync
+from .nodes import chunks, marks, read_vectors
+from .types import DIM, TRUSTED_FACT_MIN, Candidate, EdgeRow, Retrieval
 
+__all__ = ["Retriever", "Gathered", "Candidate", "Retrieval", "features", "rank", "search_rows"]
 
-@dataclass(frozen=True)
-class Candidate:
-    """One retrieved memory, ready for ranking output and context packing."""
+log = logging.getLogger(__name__)
 
-    id: int
-    kind: str
-    text: str
-    trust: float
-    quality: float
-    similarity: float      # cosine of the query with this node's own vector
-    relevance: float       # ranking output in [0, 1], comparable across queries
-    hop: int               # 0 = KNN hit, 1-2 = reached over edges
-    created_at: float
-    source: str = "user"   # user | feedback (a correction) | model | learning
-    relation: str = "hit"  # the edge kind that reached it (hit for KNN hits)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+PREVIEW_CHARS = 160
+EXPAND_EDGE_LIMIT = 5000   # edges read per expansion step: a hub cannot stall a query
 
-    @property
-    def is_correction(self) -> bool:
-        return self.kind == "fact" and self.source == "feedback"
+# (ids, sims, vecs) of a KNN, best first: list[int], (n,) float64, (n, d) float32
+Hits = tuple[list[int], np.ndarray, np.ndarray]
 
 
-@dataclass(frozen=True)
-class Retrieval:
-    candidates: list[Candidate]
-    stats: dict[str, Any]
-    timings_ms: dict[str, float]
+@dataclass
+class Gathered:
+    """Everything ranking needs about one query's candidates."""
+
+    ids: list[int]
+    rows: dict[int, tuple]          # id -> (kind, source, text, metadata, created_at, quality, trust)
+    sims: np.ndarray                # (n,) float64
+    vecs: np.ndarray                # (n, d) float32
+    relation: list[str]
+    hop: np.ndarray                 # (n,) int
+    path_weight: np.ndarray         # (n,)
+    prop_sim: np.ndarray            # (n,)
+    n_hits: int
+    edges: list[EdgeRow]
+    t_knn: float
+    t_expand: float
 
 
-# ---------------------------------------------------------------------------
-# Binary codes
+def _no_hits() -> Hits:
+    return [], np.zeros(0), np.zeros((0, DIM), np.float32)
 
 
-def quantize(vecs: np.ndarray) -> np.ndarray:
-    """Sign codes, bit i of row r set when vecs[r, i] > 0, packed LSB-first.
+class Retriever:
+    """The reads of a search: KNN over the synced index and graph expansion."""
 
-    (n, 384) float32 -> (n, 48) uint8; byte-identical to sqlite-vec's
-    vec_quantize_binary, so the stored blobs work with its SQL functions.
-    """
-    v = np.atleast_2d(vecs)
-    assert v.shape[1] == DIM, v.shape
-    return np.packbits(v > 0, axis=1, bitorder="little")          # (n, 48) uint8
+    def __init__(self, db: Database, sync: IndexSync, cfg: MemoryConfig) -> None:
+        self.db = db
+        self.sync = sync
+        self.cfg = cfg
 
+    def knn(self, qvec: np.ndarray, k: int, exclude: Iterable[int] = ()) -> Hits:
+        """(ids, sims, vecs) of the k most similar searchable nodes, best first."""
+        assert qvec.shape == (DIM,), qvec.shape
+        self.sync.refresh()
+        skip = set(exclude)
+        kc = max(k, k * self.cfg.coarse_factor) + len(skip)
+        coarse_ids, _ = self.sync.index.search(quantize(qvec)[0], kc)
+        coarse = [int(i) for i in coarse_ids if int(i) not in skip]
+        if not coarse:
+            return _no_hits()
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        for part in chunks(coarse):
+            for nid, emb in self.db.read(
+                    f"SELECT v.id, v.embedding FROM node_vectors v JOIN nodes n ON n.id = v.id "
+                    f"WHERE n.archived = 0 AND v.id IN ({marks(len(part))})", part):
+                ids.append(nid)
+                blobs.append(emb)
+        if not ids:
+            return _no_hits()
+        vecs = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), DIM)     # (m, d)
+        order, sims = rescore(qvec.astype(np.float32), vecs, k)
+        return [ids[i] for i in order], sims.astype(np.float64), vecs[order]
 
-def as_words(codes: np.ndarray) -> np.ndarray:
-    """(n, 48) uint8 -> (n, 6) uint64 view for the popcount kernel."""
-    c = np.ascontiguousarray(np.atleast_2d(codes), dtype=np.uint8)
-    assert c.shape[1] == CODE_BYTES, c.shape
-    return c.view(np.uint64)                                      # (n, 6) uint64
+    def neighbours(self, ids: Sequence[int]) -> list[EdgeRow]:
+        """Edges from or to ``ids`` whose other end is searchable (not archived).
 
-
-def hamming_reference(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Pure numpy reference: (n, 6) uint64, (6,) uint64 -> (n,) int32."""
-    x = np.bitwise_xor(codes, q[None, :])                          # (n, 6) uint64
-    return np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int32)
-
-
-@njit(cache=True, nogil=True)
-def hamming_kernel(codes: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
-    """Popcount of (codes[i] xor q) for the first n rows; SWAR popcount per word."""
-    out = np.empty(n, np.int32)
-    m1 = np.uint64(0x5555555555555555)
-    m2 = np.uint64(0x3333333333333333)
-    m4 = np.uint64(0x0F0F0F0F0F0F0F0F)
-    h01 = np.uint64(0x0101010101010101)
-    one, two, four, s56 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56)
-    w = codes.shape[1]
-    for i in range(n):
-        s = np.int64(0)
-        for j in range(w):
-            x = codes[i, j] ^ q[j]
-            x = x - ((x >> one) & m1)
-            x = (x & m2) + ((x >> two) & m2)
-            x = (x + (x >> four)) & m4
-            s += np.int64((x * h01) >> s56)
-        out[i] = s
-    return out
-
-
-def smallest_k(dist: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k smallest distances, in no particular order."""
-    n = dist.shape[0]
-    if k >= n:
-        return np.arange(n)
-    return np.argpartition(dist, k - 1)[:k]
-
-
-class BitIndex:
-    """In-RAM mirror of the sign codes of every searchable (non-archived) node.
-
-    Thread-safe: one lock guards the arrays; a scan holds it for ~1 ms at 100K.
-    ``seq`` is the last ``vec_log`` sequence number applied.
-    """
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._ids = np.zeros(capacity, dtype=np.int64)                   # (cap,)
-        self._codes = np.zeros((capacity, CODE_WORDS), dtype=np.uint64)  # (cap, 6)
-        self._pos: dict[int, int] = {}
-        self.n = 0
-        self.seq = 0
-        self.lock = threading.RLock()
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __contains__(self, node_id: int) -> bool:
-        return node_id in self._pos
-
-    def clear(self) -> None:
-        with self.lock:
-            self._pos.clear()
-            self.n = 0
-
-    def upsert(self, ids: Sequence[int], codes: np.ndarray) -> None:
-        """Insert or overwrite rows. codes: (m, 48) uint8 or (m, 6) uint64."""
-        words = codes if codes.dtype == np.uint64 else as_words(codes)
-        assert words.shape == (len(ids), CODE_WORDS), words.shape
-        with self.lock:
-            for node_id, w in zip(ids, words):
-                node_id = int(node_id)
-                p = self._pos.get(node_id)
-                if p is None:
-                    if self.n == self._ids.shape[0]:
-                        self._grow()
-                    p = self.n
-                    self._pos[node_id] = p
-                    self._ids[p] = node_id
-                    self.n += 1
-                self._codes[p] = w
-
-    def remove(self, ids: Iterable[int]) -> None:
-        """Drop rows by swapping the last row into the hole."""
-        with self.lock:
-            for node_id in ids:
-                p = self._pos.pop(int(node_id), None)
-                if p is None:
-                    continue
-                last = self.n - 1
-                if p != last:
-                    moved = int(self._ids[last])
-                    self._ids[p] = moved
-                    self._codes[p] = self._codes[last]
-                    self._pos[moved] = p
-                self.n = last
-
-    def search(self, q_code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, hamming) of up to k nearest codes, nearest first.
-
-        q_code: (48,) uint8 or (6,) uint64.
+        Archived nodes (compressed members, corrected answers) must neither
+        become candidates nor bridge a second hop or use up expansion room.
         """
-        q = q_code if q_code.dtype == np.uint64 else as_words(q_code)[0]
-        with self.lock:
-            n = self.n
-            if n == 0 or k <= 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.int32)
-            dist = hamming_kernel(self._codes, q, n)                      # (n,) int32
-            idx = smallest_k(dist, k)
-            idx = idx[np.argsort(dist[idx], kind="stable")]
-            return self._ids[idx].copy(), dist[idx]
+        out: list[EdgeRow] = []
+        for part in chunks(list(ids)):
+            m = marks(len(part))
+            out.extend(self.db.read(
+                f"SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
+                f"ON n.id = e.dst AND n.archived = 0 WHERE e.src IN ({m}) "
+                f"UNION ALL SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
+                f"ON n.id = e.src AND n.archived = 0 WHERE e.dst IN ({m}) LIMIT {EXPAND_EDGE_LIMIT}",
+                [*part, *part]).fetchall())
+        return out
 
-    def ids(self) -> np.ndarray:
-        with self.lock:
-            return self._ids[:self.n].copy()
+    def node_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
+        rows: dict[int, tuple] = {}
+        for part in chunks(list(ids)):
+            for r in self.db.read(
+                    f"SELECT id, kind, source, text, metadata, created_at, quality, trust FROM nodes "
+                    f"WHERE archived = 0 AND id IN ({marks(len(part))})", part):
+                rows[r[0]] = r[1:]
+        return rows
 
-    def nbytes(self) -> int:
-        return int(self._ids.nbytes + self._codes.nbytes)
+    def gather(self, qvec: np.ndarray, k: int, force_ids: Sequence[int] = ()) -> Gathered:
+        """KNN hits, then the nodes graph expansion reaches, then ``force_ids`` (training)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        hit_ids, hit_sims, hit_vecs = self.knn(qvec, k)
+        t1 = time.perf_counter()
+        hits = dict(zip(hit_ids, hit_sims.tolist()))
+        edges: list[EdgeRow] = []
 
-    def _grow(self) -> None:
-        cap = max(1024, 2 * self._ids.shape[0])
-        ids = np.zeros(cap, dtype=np.int64)
-        codes = np.zeros((cap, CODE_WORDS), dtype=np.uint64)
-        ids[:self.n] = self._ids[:self.n]
-        codes[:self.n] = self._codes[:self.n]
-        self._ids, self._codes = ids, codes
+        def neighbours(ids: Sequence[int]) -> list[EdgeRow]:
+            rows = self.neighbours(ids)
+            edges.extend(rows)
+            return rows
+
+        room = max(0, cfg.max_candidates - len(hits))
+        reached: dict[int, Reached] = (expand(hits, neighbours, cfg.graph_hops, cfg.hop_decay, room)
+                                       if cfg.graph_hops > 0 and hits and room else {})
+        forced = [i for i in force_ids if i not in hits and i not in reached]
+        extra = list(reached) + forced
+        rows = self.node_rows(hit_ids + extra)
+        extra = [i for i in extra if i in rows]
+        extra_vecs = read_vectors(self.db, extra)
+        extra = [i for i in extra if i in extra_vecs]
+        ids = [i for i in hit_ids if i in rows] + extra
+        vec_list = [hit_vecs[j] for j, i in enumerate(hit_ids) if i in rows] + [extra_vecs[i] for i in extra]
+        vecs = np.stack(vec_list).astype(np.float32) if vec_list else np.zeros((0, DIM), np.float32)
+        sims = (vecs @ qvec.astype(np.float32)).astype(np.float64) if len(ids) else np.zeros(0)
+        n_hits = sum(1 for i in hit_ids if i in rows)
+        # (relation, hop, path weight, propagated similarity) per candidate
+        feats: list[tuple[str, int, float, float]] = []
+        for j, i in enumerate(ids):
+            r = reached.get(i)
+            if j < n_hits or r is None:
+                feats.append(("hit", 0, 1.0, float(sims[j])))
+            else:
+                feats.append((r.relation, r.hop, r.path_weight, r.parent_sim * r.path_weight))
+        t2 = time.perf_counter()
+        return Gathered(ids, rows, sims, vecs, [f[0] for f in feats], np.array([f[1] for f in feats], np.int64),
+                        np.array([f[2] for f in feats]), np.array([f[3] for f in feats]), n_hits, edges,
+                        t1 - t0, t2 - t1)
+
+    def retrieve(self, query: str, query_vec: np.ndarray, k: int, params: ranking.RankingParams, *,
+                 min_relevance: float | None = None) -> Retrieval:
+        """KNN -> graph expansion -> attention ranking -> near-duplicate drop.
+
+        Returns at most k candidates with relevance >= min_relevance (the
+        config's by default), best first. ``query`` is only used for logs.
+        """
+        if k < 1:
+            raise BadRequest(f"k must be >= 1, got {k}")
+        qvec = np.asarray(query_vec, dtype=np.float32)
+        if qvec.shape != (DIM,) or not np.all(np.isfinite(qvec)):
+            raise BadRequest(f"query_vec must be a finite ({DIM},) vector, got shape {qvec.shape}")
+        floor = self.cfg.min_relevance if min_relevance is None else min_relevance
+        g = self.gather(qvec, k)
+        t0 = time.perf_counter()
+        cands, sink_mass = rank(g, params, k, floor, self.cfg.dedup_cosine, time.time())
+        t1 = time.perf_counter()
+        stats = retrieval_stats(g, cands, sink_mass, len(self.sync.index))
+        timings = {"knn": g.t_knn * 1e3, "expand": g.t_expand * 1e3, "rank": (t1 - t0) * 1e3}
+        log.debug("memory retrieval", extra={"hits": g.n_hits, "candidates": len(cands),
+                                             "query_chars": len(query),
+                                             **{f"ms_{k_}": v for k_, v in timings.items()}})
+        return Retrieval(cands, stats, timings)
 
 
 # ---------------------------------------------------------------------------
-# Rescoring and post-processing
+# Plain functions of what was gathered
 
 
-def rescore(query: np.ndarray, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine of unit vectors; (order, sims) of the best k, best first.
-
-    query: (d,) float32, vecs: (m, d) float32 -> (k',) int, (k',) float32.
-    """
-    if vecs.shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    sims = vecs @ query                                                   # (m,)
-    top = smallest_k(-sims, k)
-    top = top[np.argsort(-sims[top], kind="stable")]
-    return top, sims[top]
+def features(g: Gathered, now: float) -> np.ndarray:
+    """(n, N_FEATURES) float32 edge features of the gathered candidates."""
+    if not g.ids:
+        return np.zeros((0, ranking.N_FEATURES), np.float32)
+    rows = [g.rows[i] for i in g.ids]
+    age = np.array([(now - r[4]) / SECONDS_PER_DAY for r in rows])
+    return ranking.edge_features(g.relation, g.path_weight, age, g.hop,
+                                 np.array([r[6] for r in rows]), np.array([r[5] for r in rows]),
+                                 g.prop_sim)
 
 
-def drop_near_duplicates(vecs: np.ndarray, threshold: float) -> list[int]:
-    """Greedy keep-list over rows already in rank order.
-
-    A row is dropped when its cosine with an already kept row is >= threshold,
-    so the better-ranked of two near-identical memories survives.
-    vecs: (n, d) float32 unit rows -> indices kept, in order.
-    """
-    kept: list[int] = []
-    for i in range(vecs.shape[0]):
-        if kept and float(np.max(vecs[kept] @ vecs[i])) >= threshold:
+def rank(g: Gathered, params: ranking.RankingParams, k: int, floor: float, dedup_cosine: float,
+         now: float) -> tuple[list[Candidate], float]:
+    """The best k candidates at or above ``floor``, near-duplicates dropped; and the sink's mass."""
+    E = features(g, now)
+    mask = np.ones(len(g.ids), bool)
+    if g.ids:
+        attn, rel = ranking.forward(g.sims, E, mask, params)
+        sink_mass = float(params.pi() @ attn[:, 0])
+    else:
+        rel, sink_mass = np.zeros(0), 1.0
+    order = sorted(range(len(g.ids)), key=lambda j: (-rel[j], -g.sims[j]))
+    kept = [order[j] for j in drop_near_duplicates(g.vecs[order], dedup_cosine)] if order else []
+    cands: list[Candidate] = []
+    for j in kept:
+        if rel[j] < floor or len(cands) >= k:
             continue
-        kept.append(i)
-    return kept
+        nid = g.ids[j]
+        kind, source, text, md, created, quality, trust = g.rows[nid]
+        cands.append(Candidate(
+            id=nid, kind=kind, text=text, trust=float(trust), quality=float(quality),
+            similarity=float(g.sims[j]), relevance=float(rel[j]), hop=int(g.hop[j]),
+            created_at=float(created), source=source, relation=g.relation[j],
+            metadata=json.loads(md)))
+    return cands, sink_mass
 
 
-def similarity_stats(sims: np.ndarray) -> dict[str, float]:
-    """Summary of the KNN hit similarities for router features."""
-    if sims.size == 0:
-        return {"top_sim": 0.0, "mean_sim": 0.0, "sim_std": 0.0}
-    return {"top_sim": float(np.max(sims)), "mean_sim": float(np.mean(sims)),
-            "sim_std": float(np.std(sims))}
+def retrieval_stats(g: Gathered, cands: list[Candidate], sink_mass: float, index_size: int) -> dict[str, Any]:
+    """What the router's features read about a retrieval."""
+    hit_sims = g.sims[:g.n_hits]
+    by_kind: dict[str, int] = {}
+    for i in g.ids[:g.n_hits]:
+        by_kind[g.rows[i][0]] = by_kind.get(g.rows[i][0], 0) + 1
+    trusted = [g.sims[j] for j, i in enumerate(g.ids)
+               if g.rows[i][0] == "fact" and g.rows[i][6] >= TRUSTED_FACT_MIN]
+    final = {c.id for c in cands}
+    pairs = {(min(s, d), max(s, d)) for s, d, _, _ in g.edges if s in final and d in final}
+    n = len(final)
+    return {
+        "n_hits": int(g.n_hits), **similarity_stats(hit_sims), "hits_by_kind": by_kind,
+        "best_trusted_sim": float(max(trusted)) if trusted else 0.0,
+        "graph_density": (len(pairs) / (n * (n - 1) / 2)) if n > 1 else 0.0,
+        "n_expanded": len(g.ids) - g.n_hits, "n_candidates": n,
+        "attention_sink": sink_mass, "index_size": index_size,
+    }
 
 
-def exact_knn(query: np.ndarray, vecs: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force ground truth: indices of the k most similar rows, best first."""
-    order, _ = rescore(query, vecs, k)
-    return order
+def search_rows(r: Retrieval) -> list[dict[str, Any]]:
+    """The ``memory.search`` reply rows: previews, not whole texts."""
+    return [{"id": c.id, "kind": c.kind, "preview": c.text[:PREVIEW_CHARS],
+             "relevance": round(c.relevance, 4), "similarity": round(c.similarity, 4),
+             "trust": c.trust, "source": c.source, "hop": c.hop} for c in r.candidates]
+
+
+def warm_up(params: ranking.RankingParams) -> None:
+    """Compile (or load from numba's cache) the ranking kernel now, not on the first query."""
+    ranking.forward(np.zeros(1), np.zeros((1, ranking.N_FEATURES)), np.ones(1, bool), params)

@@ -98,6 +98,9 @@ def test_answers_are_written_back_and_linked_in_a_session(daemon) -> None:
         assert logged[0] == 2
     finally:
         conn.close()
+    tables = c.memory_stats()["tables"]        # sizes per table (counters kept by triggers)
+    assert tables["requests"]["rows"] >= 2 and tables["turns"]["rows"] >= 4
+    assert tables["sessions"]["rows"] >= 1 and tables["requests"]["bytes"] > 0
 
 
 def _cli(daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,226 @@
+"""The vector kernels: sign codes, the in-RAM code index, exact rescoring.
+
+Why this shape (measured on this machine, 100K x 384, see bench_memory.py):
+- sqlite-vec's exact float KNN costs ~72-78 ms and its bit KNN cost grows with
+  k (5.5 ms at k=10 but 54 ms at the k=200 a coarse pass needs), and vec0 point
+  lookups of float vectors cost ~0.26 ms each. So the coarse pass runs over an
+  in-RAM copy of the 48-byte sign codes (4.8 MB at 100K nodes; a numba popcount
+  scan takes ~1 ms), and only the k * coarse_factor survivors have their
+  float32 vectors read from SQLite by primary key for exact cosine rescoring.
+  A float32 mirror in RAM would cost 154 MB per 100K nodes of the 2 GB edge
+  budget for a gain of ~1 ms; the code mirror costs 5 MB.
+- The mirror is a cache of the database, never the other way round: it
+  catches up from ``vec_log`` (appended by triggers in the same transaction as
+  every vector change), so writes by any thread or process become visible and
+  a rolled-back write never leaves a phantom.
+
+Everything here works on plain numpy arrays; index_sync.py keeps the index in
+step with the database and retrieval.py does the SQL of a search. The numba
+popcount kernel stands beside its numpy reference, compared in the tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Sequence
+
+import numpy as np
+from numba import njit
+
+from .types import DIM
+
+CODE_WORDS = DIM // 64  # 6 uint64 words per 384-bit code
+CODE_BYTES = DIM // 8
+
+
+# ---------------------------------------------------------------------------
+# Binary codes
+
+
+def quantize(vecs: np.ndarray) -> np.ndarray:
+    """Sign codes, bit i of row r set when vecs[r, i] > 0, packed LSB-first.
+
+    (n, 384) float32 -> (n, 48) uint8; byte-identical to sqlite-vec's
+    vec_quantize_binary, so the stored blobs work with its SQL functions.
+    """
+    v = np.atleast_2d(vecs)
+    assert v.shape[1] == DIM, v.shape
+    return np.packbits(v > 0, axis=1, bitorder="little")          # (n, 48) uint8
+
+
+def as_words(codes: np.ndarray) -> np.ndarray:
+    """(n, 48) uint8 -> (n, 6) uint64 view for the popcount kernel."""
+    c = np.ascontiguousarray(np.atleast_2d(codes), dtype=np.uint8)
+    assert c.shape[1] == CODE_BYTES, c.shape
+    return c.view(np.uint64)                                      # (n, 6) uint64
+
+
+def hamming_reference(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Pure numpy reference: (n, 6) uint64, (6,) uint64 -> (n,) int32."""
+    x = np.bitwise_xor(codes, q[None, :])                          # (n, 6) uint64
+    return np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int32)
+
+
+@njit(cache=True, nogil=True)
+def hamming_kernel(codes: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Popcount of (codes[i] xor q) for the first n rows; SWAR popcount per word."""
+    out = np.empty(n, np.int32)
+    m1 = np.uint64(0x5555555555555555)
+    m2 = np.uint64(0x3333333333333333)
+    m4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+    h01 = np.uint64(0x0101010101010101)
+    one, two, four, s56 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56)
+    w = codes.shape[1]
+    for i in range(n):
+        s = np.int64(0)
+        for j in range(w):
+            x = codes[i, j] ^ q[j]
+            x = x - ((x >> one) & m1)
+            x = (x & m2) + ((x >> two) & m2)
+            x = (x + (x >> four)) & m4
+            s += np.int64((x * h01) >> s56)
+        out[i] = s
+    return out
+
+
+def smallest_k(dist: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest distances, in no particular order."""
+    n = dist.shape[0]
+    if k >= n:
+        return np.arange(n)
+    return np.argpartition(dist, k - 1)[:k]
+
+
+class BitIndex:
+    """In-RAM mirror of the sign codes of every searchable (non-archived) node.
+
+    Thread-safe: one lock guards the arrays; a scan holds it for ~1 ms at 100K.
+    ``seq`` is the last ``vec_log`` sequence number applied.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._ids = np.zeros(capacity, dtype=np.int64)                   # (cap,)
+        self._codes = np.zeros((capacity, CODE_WORDS), dtype=np.uint64)  # (cap, 6)
+        self._pos: dict[int, int] = {}
+        self.n = 0
+        self.seq = 0
+        self.lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, node_id: int) -> bool:
+        return node_id in self._pos
+
+    def clear(self) -> None:
+        with self.lock:
+            self._pos.clear()
+            self.n = 0
+
+    def upsert(self, ids: Sequence[int], codes: np.ndarray) -> None:
+        """Insert or overwrite rows. codes: (m, 48) uint8 or (m, 6) uint64."""
+        words = codes if codes.dtype == np.uint64 else as_words(codes)
+        assert words.shape == (len(ids), CODE_WORDS), words.shape
+        with self.lock:
+            for node_id, w in zip(ids, words):
+                node_id = int(node_id)
+                p = self._pos.get(node_id)
+                if p is None:
+                    if self.n == self._ids.shape[0]:
+                        self._grow()
+                    p = self.n
+                    self._pos[node_id] = p
+                    self._ids[p] = node_id
+                    self.n += 1
+                self._codes[p] = w
+
+    def remove(self, ids: Iterable[int]) -> None:
+        """Drop rows by swapping the last row into the hole."""
+        with self.lock:
+            for node_id in ids:
+                p = self._pos.pop(int(node_id), None)
+                if p is None:
+                    continue
+                last = self.n - 1
+                if p != last:
+                    moved = int(self._ids[last])
+                    self._ids[p] = moved
+                    self._codes[p] = self._codes[last]
+                    self._pos[moved] = p
+                self.n = last
+
+    def search(self, q_code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, hamming) of up to k nearest codes, nearest first.
+
+        q_code: (48,) uint8 or (6,) uint64.
+        """
+        q = q_code if q_code.dtype == np.uint64 else as_words(q_code)[0]
+        with self.lock:
+            n = self.n
+            if n == 0 or k <= 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.int32)
+            dist = hamming_kernel(self._codes, q, n)                      # (n,) int32
+            idx = smallest_k(dist, k)
+            idx = idx[np.argsort(dist[idx], kind="stable")]
+            return self._ids[idx].copy(), dist[idx]
+
+    def ids(self) -> np.ndarray:
+        with self.lock:
+            return self._ids[:self.n].copy()
+
+    def nbytes(self) -> int:
+        return int(self._ids.nbytes + self._codes.nbytes)
+
+    def _grow(self) -> None:
+        cap = max(1024, 2 * self._ids.shape[0])
+        ids = np.zeros(cap, dtype=np.int64)
+        codes = np.zeros((cap, CODE_WORDS), dtype=np.uint64)
+        ids[:self.n] = self._ids[:self.n]
+        codes[:self.n] = self._codes[:self.n]
+        self._ids, self._codes = ids, codes
+
+
+# ---------------------------------------------------------------------------
+# Rescoring and post-processing
+
+
+def rescore(query: np.ndarray, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine of unit vectors; (order, sims) of the best k, best first.
+
+    query: (d,) float32, vecs: (m, d) float32 -> (k',) int, (k',) float32.
+    """
+    if vecs.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    sims = vecs @ query                                                   # (m,)
+    top = smallest_k(-sims, k)
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return top, sims[top]
+
+
+def drop_near_duplicates(vecs: np.ndarray, threshold: float) -> list[int]:
+    """Greedy keep-list over rows already in rank order.
+
+    A row is dropped when its cosine with an already kept row is >= threshold,
+    so the better-ranked of two near-identical memories survives.
+    vecs: (n, d) float32 unit rows -> indices kept, in order.
+    """
+    kept: list[int] = []
+    for i in range(vecs.shape[0]):
+        if kept and float(np.max(vecs[kept] @ vecs[i])) >= threshold:
+            continue
+        kept.append(i)
+    return kept
+
+
+def similarity_stats(sims: np.ndarray) -> dict[str, float]:
+    """Summary of the KNN hit similarities for router features."""
+    if sims.size == 0:
+        return {"top_sim": 0.0, "mean_sim": 0.0, "sim_std": 0.0}
+    return {"top_sim": float(np.max(sims)), "mean_sim": float(np.mean(sims)),
+            "sim_std": float(np.std(sims))}
+
+
+def exact_knn(query: np.ndarray, vecs: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force ground truth: indices of the k most similar rows, best first."""
+    order, _ = rescore(query, vecs, k)
+    return order
