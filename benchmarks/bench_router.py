@@ -73,6 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ruvllm_edge.config import LearningConfig, RouterConfig  # noqa: E402
+from ruvllm_edge.learning import curriculum as C  # noqa: E402
 from ruvllm_edge.learning import trainer as T  # noqa: E402
 from ruvllm_edge.learning.explore import TIE_EPS, Candidate, candidate_grid, pick_best  # noqa: E402
 from ruvllm_edge.learning.utility import ReplaySample, utility  # noqa: E402
@@ -94,7 +95,7 @@ def pct(xs: Sequence[float], q: float) -> float:
 
 def bench_latency(router: P.Router, n: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    inputs = [P.synthetic_inputs(rng) for _ in range(256)]
+    inputs = [C.synthetic_inputs(rng) for _ in range(256)]
     defaults = {"max_tokens": 256, "temperature": 0.7, "top_p": 0.9}
     h = router.initial_hidden()
     for inp in inputs[:32]:  # warm-up (numba dispatch, caches)
@@ -139,18 +140,18 @@ A_TYPES = {"what", "who", "when", "yes_no", "other"}
 
 
 def _rule_shift(inp: fe.FeatureInputs) -> tuple[int, int, float, float]:
-    c, m, t, p = P.curriculum_target(inp)
+    c, m, t, p = C.curriculum_target(inp)
     return min(c + 1, 4), (P.LONG if m != P.MEMORY else m), min(t + 0.3, 1.0), 0.95
 
 
 def _task(rng: np.random.Generator, n: int, task: str, shift: str) -> list[list[ReplaySample]]:
     out: list[list[ReplaySample]] = []
     while len(out) < n:
-        inp = P.synthetic_inputs(rng)
+        inp = C.synthetic_inputs(rng)
         if (fe.question_type(inp.query) in A_TYPES) != (task == "A"):
             continue
         c, m, t, p = (_rule_shift(inp) if task == "B" and shift == "rule"
-                      else P.curriculum_target(inp))
+                      else C.curriculum_target(inp))
         out.append([ReplaySample(request_id=f"{task}{len(out)}", features=fe.build_features(inp),
                                  context_class=c, mode_class=m, temperature=t, top_p=p,
                                  target_context=c, target_mode=m, target_temperature=t,
@@ -904,11 +905,10 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             # on the hash-chosen held-out slice of the training split.
             tr, ho = T.split_holdout(_labelled(feats, grid, train_idx), lcfg.holdout_fraction)
             state, rep = T.train(router0.state, router0.layout, tr, ho,
-                                 dataclasses.replace(router0.train_config,
+                                 dataclasses.replace(T.TrainConfig.from_configs(router0.cfg, lcfg),
                                                      min_train_samples=min(16, max(1, len(tr)))),
                                  np.random.default_rng(1000 * seed + f))
-            r1 = P.Router(router0.layout, router0.state, router0.cfg, lcfg,
-                          version=router0.version)
+            r1 = P.Router(router0.layout, router0.state, router0.cfg, version=router0.version)
             if rep.accepted:
                 r1.install(state)
             trained.append((r1, test_idx))
@@ -997,7 +997,7 @@ def main() -> None:
                            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     rcfg, lcfg = RouterConfig(), LearningConfig()
     t0 = time.perf_counter()
-    router = P.Router.init(rcfg, lcfg)
+    router = C.initial_router(rcfg, lcfg)
     res["init_seconds"] = time.perf_counter() - t0
     print(f"router init (curriculum): {res['init_seconds']:.2f} s")
 
