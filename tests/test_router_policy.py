@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ruvllm_edge import fsutil
 from ruvllm_edge.config import LearningConfig, RouterConfig
 from ruvllm_edge.learning.curriculum import initial_router
 from ruvllm_edge.router import policy as P
@@ -116,14 +120,14 @@ def test_exception_after_temp_write_keeps_previous_file(router: P.Router, tmp_pa
     def boom(src: object, dst: object) -> None:
         raise OSError("simulated crash between write and rename")
 
-    monkeypatch.setattr(P.os, "replace", boom)
+    monkeypatch.setattr(fsutil.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         newer.save(path)
     monkeypatch.undo()
     back = P.Router.load(path, RouterConfig())
     assert back.version == router.version
     np.testing.assert_array_equal(back.state.theta, router.state.theta)
-    assert not list(tmp_path.glob(".router.npz.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
 
 
 def test_kill_during_save_keeps_previous_file(router: P.Router, tmp_path: Path) -> None:
@@ -149,16 +153,86 @@ def test_kill_during_save_keeps_previous_file(router: P.Router, tmp_path: Path) 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    assert list(tmp_path.glob(".router.npz.tmp-*")), "the child should have died mid-save"
+    leftovers = list(tmp_path.glob(".tmp-router.npz.*"))
+    assert leftovers, "the child should have died mid-save"
     back = P.Router.load(path, RouterConfig())
     assert back.version == router.version
     np.testing.assert_array_equal(back.state.theta, router.state.theta)
-    router.save(path)  # the next save clears the stale temp file
-    assert not list(tmp_path.glob(".router.npz.tmp-*"))
+    router.save(path)        # a fresh leftover may be a live writer's: it is kept
+    assert list(tmp_path.glob(".tmp-router.npz.*")) == leftovers
+    old = time.time() - 2 * 3600
+    for f in leftovers:
+        os.utime(f, (old, old))
+    router.save(path)        # an hour-old one is a crashed writer's: it goes
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
 
 
-def test_unusable_file_is_kept_aside(router: P.Router,
-                                                              tmp_path: Path) -> None:
+def test_save_is_private_whatever_the_umask(router: P.Router, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        router.save(tmp_path / "router.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "router.npz").stat().st_mode) == 0o600
+
+
+def test_concurrent_saves_never_leave_a_torn_file(router: P.Router, tmp_path: Path) -> None:
+    """Training, a backup's before() and shutdown may save at once; a reader loads meanwhile.
+
+    Every load must succeed, the file left last must hold the newest installed
+    state, and no temporary file may be left behind.
+    """
+    path = tmp_path / "router.npz"
+    r = P.Router(router.layout, router.state, RouterConfig(), router.version)
+    r.save(path)
+    errors: list[BaseException] = []
+    loads = [0]
+    stop = threading.Event()
+
+    def trainer() -> None:           # installs new states and saves, like the idle job
+        try:
+            for _ in range(12):
+                s = r.state
+                s.theta[r.layout.block("bc")] += 0.01
+                r.install(s)
+                r.save(path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def saver() -> None:              # backup before() / shutdown: save whatever is current
+        try:
+            for _ in range(12):
+                r.save(path)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                P.Router.load(path, RouterConfig())
+                loads[0] += 1
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    rd = threading.Thread(target=reader)
+    rd.start()
+    writers = [threading.Thread(target=trainer)] + [threading.Thread(target=saver)
+                                                    for _ in range(3)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    stop.set()
+    rd.join(60)
+    assert not errors, errors[:3]
+    assert loads[0] > 0
+    back = P.Router.load(path, RouterConfig())
+    assert back.version == r.version == router.version + 12
+    np.testing.assert_array_equal(back.state.theta, r.state.theta)
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
+
+
+def test_unusable_file_is_kept_aside(router: P.Router, tmp_path: Path) -> None:
     path = tmp_path / "router.npz"
     path.write_bytes(b"not a zip file at all")
     assert P.Router.load_usable(path, RouterConfig()) is None   # the caller starts afresh

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import fsutil
 from ..config import RouterConfig
 from . import fastgrnn as fg
 from .features import FEATURE_NAMES, N_FEATURES
@@ -111,6 +113,8 @@ class Router:
         self.version = version
         self._state = state
         self._infer = self._inference_arrays(state.theta)
+        self._state_lock = threading.Lock()   # _state and version change together
+        self._save_lock = threading.Lock()    # one file write at a time, newest state last
 
     # -- construction ------------------------------------------------------
 
@@ -175,12 +179,18 @@ class Router:
         return self._state.copy()
 
     def install(self, state: TrainState) -> int:
-        """Make a newly trained state current; bumps and returns the version."""
+        """Make a newly trained state current; bumps and returns the version.
+
+        The installed state is a private copy that is never changed in place
+        (the next install replaces it), so readers may hold it without a lock.
+        """
         assert state.theta.shape == (self.layout.size,)
-        self._state = state.copy()
-        self._infer = self._inference_arrays(self._state.theta)
-        self.version += 1
-        return self.version
+        new = state.copy()
+        infer = self._inference_arrays(new.theta)
+        with self._state_lock:
+            self._state, self._infer = new, infer
+            self.version += 1
+            return self.version
 
     def initial_hidden(self) -> np.ndarray:
         return np.zeros(self.layout.hidden, dtype=np.float32)
@@ -269,48 +279,35 @@ class Router:
 
     def state_bytes(self) -> bytes:
         """The full training state file: weights, Adam moments, Fisher, anchor, version."""
-        s = self._state
-        meta = {"format": FILE_FORMAT, "version": self.version, "features_hash": _FEATURES_HASH,
+        return self._state_file()[0]
+
+    def _state_file(self) -> tuple[bytes, int]:
+        with self._state_lock:             # a state and its version, from the same install
+            s, version = self._state, self.version
+        meta = {"format": FILE_FORMAT, "version": version, "features_hash": _FEATURES_HASH,
                 "n_features": N_FEATURES, "hidden": self.layout.hidden, "rank": self.layout.rank,
                 "adam_t": s.t, "consolidations": s.consolidations, "saved_at": time.time()}
         buf = io.BytesIO()
         np.savez(buf, theta=s.theta, adam_m=s.m, adam_v=s.v, fisher=s.fisher, anchor=s.anchor,
                  meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
-        return buf.getvalue()
+        return buf.getvalue(), version
 
-    def save(self, path: Path) -> None:
-        """Atomic: write a temp file, fsync, rename over the old one, fsync the directory.
+    def save(self, path: Path, mode: int = fsutil.FILE_MODE) -> None:
+        """Write the state file atomically (``fsutil.atomic_write``), newest state last.
 
-        A crash at any point leaves either the previous file or the new one,
-        never a torn file.
+        Saves can run at the same time (the idle training job after installing,
+        a backup's ``before()``, shutdown). Each writes its own temporary file
+        and renames it over ``path``, so a reader only ever sees a whole file;
+        the save lock makes the snapshot and the rename one step, so the file
+        left last holds the newest installed state, never an older snapshot
+        that happened to finish later.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.state_bytes()
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):
-            try:
-                stale.unlink()
-            except OSError:
-                pass
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        log.info("router saved", extra={"path": str(path), "version": self.version,
+        with self._save_lock:
+            data, version = self._state_file()
+            fsutil.atomic_write(path, data, mode)
+        fsutil.remove_stale_tmp(path.parent, path.name)   # a crashed writer's, never a live one
+        log.info("router saved", extra={"path": str(path), "version": version,
                                         "bytes": len(data)})
 
 
