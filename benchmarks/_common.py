@@ -1,4 +1,7 @@
-"""Shared by the benchmarks: a real daemon subprocess, and saving figures."""
+"""Shared by the benchmarks: a real daemon subprocess, percentiles, and saving figures.
+
+Benchmarks import this module and ``_datasets``, never each other.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ruvllm_edge import fsutil  # noqa: E402
 from ruvllm_edge.client import Client  # noqa: E402
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 class BenchDaemon:
@@ -61,10 +69,29 @@ class BenchDaemon:
             self.proc.wait(120)
 
 
-def save_results(results: dict[str, Any], out: str | Path) -> None:
-    """Print the figures and save them as JSON (benchmarks/results/ by default)."""
-    print(json.dumps(results, indent=2))
+def pct(xs: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of xs."""
+    return float(np.percentile(np.asarray(xs, dtype=float), q))
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays as plain JSON numbers and lists."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def save_results(results: dict[str, Any], out: str | Path, echo: bool = True) -> None:
+    """Save the figures as JSON (benchmarks/results/ by default), atomically.
+
+    ``echo`` prints the whole JSON too; a benchmark with a long per-item
+    section prints its own summary instead.
+    """
+    text = json.dumps(results, indent=2, default=_plain) + "\n"
+    if echo:
+        print(text, end="")
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    fsutil.atomic_write(path, text, mode=0o644)   # results are meant to be shared
     print(f"saved {path}")

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -45,6 +43,8 @@ sys.path.insert(0, str(ROOT))
 import sqlean as sqlite3  # noqa: E402
 import sqlite_vec  # noqa: E402
 
+from _common import save_results  # noqa: E402
+from _datasets import python_doc_sentences  # noqa: E402
 from ruvllm_edge.config import MemoryConfig  # noqa: E402
 from ruvllm_edge.embedding import Embedder  # noqa: E402
 from ruvllm_edge.memory.db import Database  # noqa: E402
@@ -171,14 +171,6 @@ def bench_size(n: int, n_queries: int, emb: Embedder, workdir: Path, baseline_qu
     }
 
 
-def python_doc_sentences(limit: int) -> list[str]:
-    from pydoc_data.topics import topics
-    text = re.sub(r"\s+", " ", " ".join(topics.values()))
-    out = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
-    out = [s for s in out if 40 <= len(s) <= 300 and not s.startswith((">>>", "..."))]
-    return list(dict.fromkeys(out))[:limit]
-
-
 def bench_real(emb: Embedder, workdir: Path, n_sent: int, n_add: int) -> dict[str, Any]:
     sents = python_doc_sentences(n_sent)
     t = time.perf_counter()
@@ -251,11 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             results["real"] = real
             print("real sentences: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in real.items()), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp_out, args.out)
-    print(f"saved {args.out}")
+    save_results(results, args.out, echo=False)   # the summary lines above say it all
     return 0
 
 

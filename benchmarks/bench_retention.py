@@ -18,16 +18,12 @@ Usage: python benchmarks/bench_retention.py [--n 60] [--seed 7]
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import BenchDaemon, save_results  # noqa: E402
+from _datasets import PYCOUNTRY, iso3166_numeric_facts  # noqa: E402
 from ruvllm_edge.client import Client  # noqa: E402
-
-DATASET = "pycountry==26.2.16"
-DATASET_SHA256 = "115c4baf7cceaa30f59a4694d79483c9167dbce7a9de4d3d571c5f3ea77c305a"
-MEMBER = "pycountry/databases/iso3166-1.json"
-CACHE = ROOT / "benchmarks" / ".cache"
 
 TEACH_FACT = "The ISO 3166-1 numeric code of {name} is {code}."
 TEACH_QUESTION = "What is the ISO numeric country code of {name}?"
@@ -49,22 +41,6 @@ ASK = [
     "Which three-digit number does the ISO 3166 standard assign to {name}?",
     "Tell me the numeric ISO country code for {name}.",
 ]
-
-
-def load_facts() -> list[dict[str, str]]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(CACHE.glob("pycountry-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                        str(CACHE), DATASET], check=True)
-        wheels = sorted(CACHE.glob("pycountry-*.whl"))
-    data = wheels[-1].read_bytes()
-    got = hashlib.sha256(data).hexdigest()
-    if got != DATASET_SHA256:
-        raise SystemExit(f"{wheels[-1]}: sha256 {got} != {DATASET_SHA256}")
-    with zipfile.ZipFile(wheels[-1]) as zf:
-        rows = json.loads(zf.read(MEMBER))["3166-1"]
-    return [{"name": r["name"], "code": r["numeric"]} for r in rows]
 
 
 def correct(text: str, code: str) -> bool:
@@ -83,10 +59,10 @@ def main() -> int:
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_retention.json"))
     args = ap.parse_args()
-    facts = load_facts()
+    facts = iso3166_numeric_facts()
     random.Random(args.seed).shuffle(facts)
     facts = facts[:args.n]
-    results: dict[str, Any] = {"dataset": f"{DATASET} {MEMBER}", "n": len(facts),
+    results: dict[str, Any] = {"dataset": f"{PYCOUNTRY} pycountry/databases/iso3166-1.json", "n": len(facts),
                                "seed": args.seed}
     with tempfile.TemporaryDirectory(prefix="bench-retention-") as tmp:
         d = BenchDaemon(Path(tmp) / "data", Path(args.models_dir), config_toml(router=True))

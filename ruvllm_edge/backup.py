@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 import sqlean as sqlite3
 
-from . import __version__
+from . import __version__, fsutil
 from .errors import BadRequest, RuvError
 from .memory.db import DB_NAME, Database, migrations, schema_version
 from .models import sha256_file
@@ -106,18 +106,24 @@ def _fsync_file(path: Path) -> None:
 
 
 def _copy_file(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-    _fsync_file(dst)
+    """A private (0600), synced copy: a backup holds the user's notes."""
+    with open(src, "rb") as fin, fsutil.atomic_writer(dst) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fsutil.atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _private_dir(path: Path) -> None:
+    """A new directory only its owner can read (on FAT the mount options decide)."""
+    path.mkdir(mode=fsutil.DIR_MODE)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600, so SQLite (which keeps an existing file's mode and
+    gives its journal the same) never writes the snapshot world-readable."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, fsutil.FILE_MODE))
 
 
 def _uri(path: Path, query: str) -> str:
@@ -166,7 +172,7 @@ def package_migrations() -> list[str]:
 @contextmanager
 def _flock(path: Path, what: str) -> Iterator[int]:
     """Exclusive non-blocking lock on ``path``; BackupError if someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, fsutil.FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,6 +206,7 @@ def daemon_holds_lock(data_dir: Path) -> bool:
 
 def _snapshot_db(db: Database | Path, dst: Path) -> None:
     """The online backup API on a live Database, or a read-only open of a file."""
+    _private_file(dst)
     if isinstance(db, Database):
         db.backup_to(dst)
         return
@@ -252,7 +259,9 @@ def create_backup(db: Database | Path, data_dir: Path, config_path: str | None, 
     data_dir = Path(data_dir)
     t0 = time.time()
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir():
+            _private_dir(target)
     except OSError as exc:
         raise BackupError(f"cannot create backup directory {target}: {exc}") from None
     with _flock(target / LOCK_NAME, f"another backup is being written to {target}"):
@@ -261,7 +270,7 @@ def create_backup(db: Database | Path, data_dir: Path, config_path: str | None, 
         stamp = _stamp(t0)
         staging = target / f".incoming-{stamp}"
         try:
-            staging.mkdir()
+            _private_dir(staging)
             if before is not None:
                 before()
             _snapshot_db(db, staging / DB_NAME)
@@ -290,7 +299,8 @@ def create_backup(db: Database | Path, data_dir: Path, config_path: str | None, 
             verify_backup(staging)
             current, previous = target / CURRENT, target / PREVIOUS
             if current.exists():
-                previous.mkdir(exist_ok=True)
+                if not previous.is_dir():
+                    _private_dir(previous)
                 old = _read_manifest(current, strict=False)
                 name = str(old.get("stamp") or _stamp(current.stat().st_mtime))
                 dest = previous / name
@@ -475,7 +485,7 @@ def restore_backup(src: Path, data_dir: Path, *, keep_previous: bool = True) -> 
     if had_old and not data_dir.is_dir():
         raise RestoreRefused(f"restore refused: {data_dir} exists and is not a directory")
     try:
-        staging.mkdir()
+        _private_dir(staging)
         for name in manifest["files"]:
             _copy_file(folder / name, staging / _restored_name(name))
         for name, meta in manifest["files"].items():
@@ -483,14 +493,14 @@ def restore_backup(src: Path, data_dir: Path, *, keep_previous: bool = True) -> 
             if sha256_file(dst) != meta["sha256"]:
                 raise BackupError(f"restore aborted: the staged copy of {name} does not match its "
                                   "checksum (failing storage?); nothing was changed")
-        new_lock_fd = os.open(staging / DATA_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        new_lock_fd = os.open(staging / DATA_LOCK_NAME, os.O_RDWR | os.O_CREAT, fsutil.FILE_MODE)
         fcntl.flock(new_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.geteuid() == 0:   # keep the service user's ownership when run as root
             st = (data_dir if data_dir.exists() else parent).stat()
             _chown_tree(staging, st.st_uid, st.st_gid)
-        if data_dir.exists():
+        if data_dir.exists():   # keep the data dir's mode, less anything others could read
             st = data_dir.stat()
-            os.chmod(staging, st.st_mode & 0o7777)
+            os.chmod(staging, st.st_mode & 0o7770)
         _fsync_dir(staging)
         if had_old:
             os.rename(data_dir, prev)

@@ -111,11 +111,13 @@ class Components:
                       extra={"error": str(exc)})
 
     def _build_router(self) -> None:
+        from .learning.curriculum import initial_router
         from .learning.replay import ReplayBuffer
         from .router.policy import Router
 
         t0 = time.monotonic()
-        self.router = Router.load_or_init(self.router_path, self.cfg.router, self.cfg.learning)
+        self.router = (Router.load_usable(self.router_path, self.cfg.router)
+                       or initial_router(self.cfg.router, self.cfg.learning))
         if not self.router_path.exists():
             self.router.save(self.router_path)   # the next start loads instead of re-deriving
         log.info("router ready", extra={"version": self.router.version,

@@ -123,10 +123,10 @@ def router_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     initial policy (tests/test_router_policy.py covers that path itself).
     """
     from ruvllm_edge.config import LearningConfig, RouterConfig
-    from ruvllm_edge.router.policy import Router
+    from ruvllm_edge.learning.curriculum import initial_router
 
     path = tmp_path_factory.getbasetemp() / "router-seed.npz"
-    Router.init(RouterConfig(), LearningConfig()).save(path)
+    initial_router(RouterConfig(), LearningConfig()).save(path)
     _ROUTER_SEED[:] = [path]
     return path
 

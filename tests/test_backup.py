@@ -122,6 +122,32 @@ def test_manifest_describes_every_file(env: dict[str, Any]) -> None:
     assert counts(cur / "memory.db")["edges"] == 19
 
 
+def modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+def test_backups_and_restores_are_private_whatever_the_umask(env: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """The user's notes leave the device in backups: 0600 files, 0700 directories."""
+    old = os.umask(0o022)
+    try:
+        backup(env)
+        backup(env)                                          # current/ and previous/<stamp>/
+        bk.create_backup(env["data"] / "memory.db", env["data"], str(env["conf"]),
+                         tmp_path / "offline", 3)           # the no-daemon path
+        fresh = tmp_path / "fresh" / "data"
+        fresh.parent.mkdir()
+        bk.restore_backup(env["target"], fresh)
+    finally:
+        os.umask(old)
+    for root in (env["target"], tmp_path / "offline", fresh):
+        got = modes(root)
+        assert any(p.endswith("memory.db") for p in got), got
+        for rel, mode in got.items():
+            want = 0o700 if (root / rel).is_dir() else 0o600
+            assert mode == want, (root / rel, oct(mode))
+
+
 def test_before_runs_before_the_snapshot(env: dict[str, Any]) -> None:
     db = env["db"]
 

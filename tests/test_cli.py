@@ -8,6 +8,8 @@ import pytest
 
 from ruvllm_edge import cli
 
+import importgraph
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,6 +18,23 @@ def test_global_flags_work_before_and_after_the_subcommand() -> None:
     for argv in (["--data-dir", "/x", "health"], ["health", "--data-dir", "/x"]):
         ns = p.parse_args(argv)
         assert ns.data_dir == "/x"
+
+
+def test_cli_has_no_import_cycle_and_groups_import_only_common() -> None:
+    g = importgraph.graph()
+    assert importgraph.cycles_through(g, "ruvllm_edge.cli") == []
+    groups = [m for m in g if m.startswith("ruvllm_edge.cli.") and not m.endswith(
+        (".common", ".__main__"))]
+    assert len(groups) >= 6, groups
+    for m in groups:
+        siblings = {d for d in g[m] if d.startswith("ruvllm_edge.cli")}
+        assert siblings <= {"ruvllm_edge.cli.common"}, (m, siblings)
+
+
+def test_every_command_is_registered() -> None:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert {"serve", "validate", "models", "ask", "chat", "feedback", "memory", "backup",
+            "restore", "health", "stats", "metrics", "learn"} <= set(sub.choices)
 
 
 def test_validate_ok_and_bad(tmp_path: Path, capsys) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ruvllm_edge.config import LearningConfig, RouterConfig
+from ruvllm_edge.config import RouterConfig
 from ruvllm_edge.learning import explore as E
 from ruvllm_edge.learning.judge import judge_answer
-from ruvllm_edge.learning.trainer import TrainState
 from ruvllm_edge.learning.utility import ReplaySample
 from ruvllm_edge.router import fastgrnn as fg
 from ruvllm_edge.router.features import N_FEATURES
 from ruvllm_edge.router.policy import CONTEXT_CLASSES, LONG, MEMORY, SHORT, Decision, Router
+from ruvllm_edge.router.state import TrainState
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "smollm2-135m-instruct-q4_1.gguf"
 
@@ -25,7 +25,7 @@ def router() -> Router:
     cfg = RouterConfig()
     layout = Router.layout_for(cfg)
     state = TrainState.fresh(fg.init_params(layout, np.random.default_rng(0), cfg.sparsity))
-    return Router(layout, state, cfg, LearningConfig())
+    return Router(layout, state, cfg)
 
 
 def _sample(ctx: int = 4, mode: int = LONG) -> ReplaySample:

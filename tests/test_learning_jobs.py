@@ -11,6 +11,7 @@ import pytest
 
 from ruvllm_edge.config import LearningConfig, RouterConfig
 from ruvllm_edge.learning import jobs as Jb
+from ruvllm_edge.learning.curriculum import initial_router
 from ruvllm_edge.learning.explore import Outcome
 from ruvllm_edge.learning.replay import ReplayBuffer
 from ruvllm_edge.learning.scheduler import IdleScheduler
@@ -26,7 +27,7 @@ CFG = LearningConfig(explore_per_run=40, min_train_samples=10, holdout_fraction=
 
 @pytest.fixture(scope="module")
 def base_router() -> Router:
-    return Router.init(RouterConfig(), CFG)
+    return initial_router(RouterConfig(), CFG)
 
 
 def _vec(seed: int) -> np.ndarray:
@@ -70,7 +71,7 @@ def test_job_explores_trains_installs_and_saves(base_router: Router, tmp_path: P
     try:
         replay = ReplayBuffer(db, 1000, rng=np.random.default_rng(0))
         world = _requests(db, replay, 40)
-        router = Router(base_router.layout, base_router.state, RouterConfig(), CFG)
+        router = Router(base_router.layout, base_router.state, RouterConfig())
         path = tmp_path / "router.npz"
         job = Jb.RouterLearningJob(router, path, replay, CFG, answer_with=_answer_with,
                                    judge=_judge, lookup=Jb.db_lookup(db), seed=1)
@@ -85,7 +86,7 @@ def test_job_explores_trains_installs_and_saves(base_router: Router, tmp_path: P
         assert {s.target_context for s in replay.all()} == {CONTEXT_CLASSES.index(8)}
         assert report["train"]["accepted"], report["train"]
         assert router.version == 1 and path.exists()
-        assert Router.load(path, RouterConfig(), CFG).version == 1
+        assert Router.load(path, RouterConfig()).version == 1
         hits = sum(router.decide(w["features"], None, {"max_tokens": 256, "temperature": 0.7,
                                                        "top_p": 0.9})[0].context_k == 8
                    for w in world.values())
@@ -114,7 +115,7 @@ def test_job_without_pipeline_only_trains_and_rolls_back_when_worse(base_router:
                 c, m = (c + 2) % 5, (m + 1) % 3
             replay.add(dataclasses.replace(s, target_context=c, target_mode=m,
                                            label_source="feedback"))
-        router = Router(base_router.layout, base_router.state, RouterConfig(), CFG)
+        router = Router(base_router.layout, base_router.state, RouterConfig())
         job = Jb.RouterLearningJob(router, tmp_path / "router.npz", replay, CFG, seed=int(rng.integers(9)))
         sched = IdleScheduler(CFG, [job.job()], max_memory_mb=8192)
         report = sched.run_now()[Jb.JOB_NAME]["report"]

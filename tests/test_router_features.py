@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ruvllm_edge.router import features as fe
-from ruvllm_edge.router.policy import synthetic_inputs
+from ruvllm_edge.learning.curriculum import synthetic_inputs
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -1,19 +1,23 @@
-"""The decision layer: first-start policy, fallback, decisions, atomic persistence."""
+"""The decision layer: decisions, fallback, hidden state, atomic persistence."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ruvllm_edge import fsutil
 from ruvllm_edge.config import LearningConfig, RouterConfig
-from ruvllm_edge.router import fastgrnn as fg
+from ruvllm_edge.learning.curriculum import initial_router
 from ruvllm_edge.router import policy as P
 from ruvllm_edge.router.features import N_FEATURES, FeatureInputs, build_features
 
@@ -23,115 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def router() -> P.Router:
-    return P.Router.init(RouterConfig(), LearningConfig())
+    return initial_router(RouterConfig(), LearningConfig())
 
 
 def _inp(query: str = "What is the wifi password?", **kw: object) -> FeatureInputs:
     v = np.random.default_rng(11).standard_normal(384).astype(np.float32)
     return dataclasses.replace(FeatureInputs(query=query, query_tokens=8,
                                              query_vec=v / np.linalg.norm(v)), **kw)
-
-
-def test_initial_policy_follows_the_curriculum(router: P.Router) -> None:
-    rng = np.random.default_rng(2024)  # inputs the initial training never saw
-    agree = 0
-    n = 600
-    for _ in range(n):
-        inp = P.synthetic_inputs(rng)
-        out, _ = router.predict(build_features(inp))
-        c, m, _, _ = P.curriculum_target(inp)
-        agree += int(int(out[10]) == c and int(out[11]) == m)
-    assert agree / n >= 0.85
-
-
-def _ret(top: float, trusted: float = 0.0, n_hits: int = 16, **kw: object) -> dict[str, object]:
-    """Retrieval stats shaped like the real ones (a non-empty memory returns its full k)."""
-    return {"n_hits": n_hits, "top_sim": top, "mean_sim": max(top - 0.25, 0.0), "sim_std": 0.05,
-            "best_trusted_sim": trusted, "hits_by_kind": {"fact": 8, "document": 8}, **kw}
-
-
-def test_initial_policy_key_rules(router: P.Router) -> None:
-    def decide(query: str, retrieval: dict[str, object]) -> P.Decision:
-        return router.decide(build_features(_inp(query=query, retrieval=retrieval)), None,
-                             DEFAULTS)[0]
-
-    # a taught fact asked in other words (measured 0.69-0.91, median 0.82): from memory,
-    # including matches the earlier 0.8 rule missed
-    for sim in (0.93, 0.82, 0.79):
-        d = decide("Which code does ISO give the Zloty?", _ret(sim, sim))
-        assert d.mode == "memory" and not d.fallback, sim
-    # a trusted fact that is only a neighbour (a document matches much better): generate
-    d = decide("What is the ISO 3166-2 code of Borno?", _ret(0.95, 0.78))
-    assert d.mode != "memory" and d.context_k == 2
-    # a document answers it, the best trusted fact is unrelated (measured <= 0.71)
-    d = decide("How many regions does the profile list?", _ret(0.72, 0.6))
-    assert d.mode != "memory" and d.context_k == 2
-    # nothing related in memory (measured 0.04-0.38): no context
-    d = decide("Why do cats purr?", _ret(0.2, 0.2))
-    assert d.context_k == 0 and d.mode == "long"
-    d = decide("Why do cats purr?", {})
-    assert d.context_k == 0 and d.mode != "memory"
-    chat = decide("hello there", _ret(0.15, 0.15))
-    assert chat.mode == "short" and chat.context_k == 0
-    assert chat.max_tokens == RouterConfig().short_max_tokens
-    # a writing request needs the long budget whatever its topic
-    d = decide("Write a paragraph about the ocean.", _ret(0.12, 0.1))
-    assert d.mode == "long" and d.context_k == 0 and d.max_tokens == DEFAULTS["max_tokens"]
-    d = decide("What is the capital of France?", _ret(0.3, 0.3))
-    assert d.mode == "short" and d.context_k == 0
-
-
-@pytest.mark.parametrize("retrieval,query,expected", [
-    (_ret(0.76, 0.76), "What is the number?", (1, P.MEMORY)),            # just over the threshold
-    (_ret(0.85, 0.76), "What is the number?", (1, P.MEMORY)),            # within the top margin
-    (_ret(0.74, 0.74), "What is the number?", (1, P.SHORT)),             # just under: generate, k=2
-    (_ret(0.90, 0.78), "What is the number?", (1, P.SHORT)),             # a better match exists
-    (_ret(0.59, 0.5), "What is the number?", (2, P.SHORT)),              # weaker match: k=4
-    (_ret(0.46, 0.0), "What is the number?", (2, P.SHORT)),
-    (_ret(0.44, 0.44), "What is the number?", (0, P.SHORT)),             # unrelated: no context
-    ({}, "What is the number?", (0, P.SHORT)),                           # empty memory
-    (_ret(0.9, 0.9), "hello there", (1, P.MEMORY)),                    # a taught answer wins
-    (_ret(0.7, 0.2), "hello there", (0, P.SHORT)),
-    (_ret(0.7, 0.2), "How do I reset the router?", (1, P.LONG)),
-    (_ret(0.2, 0.2), "Draft an email about the tax deadline", (0, P.LONG)),
-])
-def test_curriculum_rules(retrieval: dict[str, object], query: str,
-                          expected: tuple[int, int]) -> None:
-    c, m, temp, top_p = P.curriculum_target(_inp(query=query, retrieval=retrieval))
-    assert (c, m) == expected
-    assert 0.0 <= temp <= 2.0 and 0.0 < top_p <= 1.0
-
-
-def test_curriculum_rules_under_pressure_and_caps() -> None:
-    base = _inp(query="How do I reset the router?", retrieval=_ret(0.5, 0.2))
-    assert P.curriculum_target(base)[:2] == (2, P.LONG)
-    for tight in (dataclasses.replace(base, memory_pressure=0.9),
-                  dataclasses.replace(base, queue_len=5),
-                  dataclasses.replace(base, latency_budget_ms=800.0)):
-        assert P.curriculum_target(tight)[:2] == (1, P.SHORT)
-    assert P.curriculum_target(dataclasses.replace(base, max_tokens=64))[:2] == (2, P.SHORT)
-
-
-def test_synthetic_inputs_cover_every_rule() -> None:
-    """The first-start router can only learn the branches its curriculum samples."""
-    rng = np.random.default_rng(5)
-    seen: dict[tuple[int, int], int] = {}
-    n = 4000
-    for _ in range(n):
-        c, m, _, _ = P.curriculum_target(P.synthetic_inputs(rng))
-        seen[(c, m)] = seen.get((c, m), 0) + 1
-    for key in [(1, P.MEMORY), (0, P.SHORT), (0, P.LONG), (1, P.SHORT), (1, P.LONG),
-                (2, P.SHORT), (2, P.LONG)]:
-        assert seen.get(key, 0) >= 0.01 * n, (key, seen)
-    assert sum(v for (c, _), v in seen.items() if c > 2) == 0   # k=8/16 are learned, not assumed
-
-
-def test_initial_policy_is_deterministic_and_sparse(router: P.Router) -> None:
-    w = router.layout.view(router.state.theta, "W")
-    assert np.count_nonzero(w) <= fg.n_keep(router.layout, RouterConfig().sparsity)
-    u = router.layout.view(router.state.theta, "U1") @ router.layout.view(router.state.theta, "U2")
-    assert np.linalg.matrix_rank(u) <= RouterConfig().low_rank
-    assert router.size_bytes() <= 16 * 1024
 
 
 def test_decide_returns_decision_and_next_hidden(router: P.Router) -> None:
@@ -149,8 +51,7 @@ def test_decide_returns_decision_and_next_hidden(router: P.Router) -> None:
 
 
 def test_low_confidence_falls_back_to_defaults(router: P.Router) -> None:
-    strict = P.Router(router.layout, router.state, RouterConfig(confidence_threshold=1.0),
-                      LearningConfig())
+    strict = P.Router(router.layout, router.state, RouterConfig(confidence_threshold=1.0))
     x = build_features(_inp())
     d, _ = strict.decide(x, None, DEFAULTS)
     assert d.fallback
@@ -158,7 +59,7 @@ def test_low_confidence_falls_back_to_defaults(router: P.Router) -> None:
     assert d.context_k == RouterConfig().fallback_context_k and d.mode == "long"
     d, _ = strict.decide(x, None, {**DEFAULTS, "context_k": 2, "mode": "short"})
     assert (d.context_k, d.mode) == (2, "short")
-    off = P.Router(router.layout, router.state, RouterConfig(enabled=False), LearningConfig())
+    off = P.Router(router.layout, router.state, RouterConfig(enabled=False))
     assert off.decide(x, None, DEFAULTS)[0].fallback
 
 
@@ -188,7 +89,7 @@ def test_model_bytes_round_trip(router: P.Router) -> None:
 
 
 def _modified(router: P.Router) -> P.Router:
-    r = P.Router(router.layout, router.state, RouterConfig(), LearningConfig(), router.version)
+    r = P.Router(router.layout, router.state, RouterConfig(), router.version)
     s = r.state
     s.theta[router.layout.block("bc")] += 0.5
     s.m += 0.01
@@ -202,7 +103,7 @@ def test_save_and_load_round_trip(router: P.Router, tmp_path: Path) -> None:
     r = _modified(router)
     path = tmp_path / "router.npz"
     r.save(path)
-    back = P.Router.load(path, RouterConfig(), LearningConfig())
+    back = P.Router.load(path, RouterConfig())
     assert back.version == r.version == router.version + 1
     for a, b in zip(dataclasses.astuple(back.state), dataclasses.astuple(r.state)):
         np.testing.assert_array_equal(a, b)
@@ -219,14 +120,14 @@ def test_exception_after_temp_write_keeps_previous_file(router: P.Router, tmp_pa
     def boom(src: object, dst: object) -> None:
         raise OSError("simulated crash between write and rename")
 
-    monkeypatch.setattr(P.os, "replace", boom)
+    monkeypatch.setattr(fsutil.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         newer.save(path)
     monkeypatch.undo()
-    back = P.Router.load(path, RouterConfig(), LearningConfig())
+    back = P.Router.load(path, RouterConfig())
     assert back.version == router.version
     np.testing.assert_array_equal(back.state.theta, router.state.theta)
-    assert not list(tmp_path.glob(".router.npz.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
 
 
 def test_kill_during_save_keeps_previous_file(router: P.Router, tmp_path: Path) -> None:
@@ -236,9 +137,9 @@ def test_kill_during_save_keeps_previous_file(router: P.Router, tmp_path: Path) 
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from ruvllm_edge.config import LearningConfig, RouterConfig
+        from ruvllm_edge.config import RouterConfig
         from ruvllm_edge.router import policy as P
-        r = P.Router.load(Path({str(path)!r}), RouterConfig(), LearningConfig())
+        r = P.Router.load(Path({str(path)!r}), RouterConfig())
         s = r.state
         s.theta *= 1.5
         r.install(s)
@@ -252,23 +153,102 @@ def test_kill_during_save_keeps_previous_file(router: P.Router, tmp_path: Path) 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    assert list(tmp_path.glob(".router.npz.tmp-*")), "the child should have died mid-save"
-    back = P.Router.load(path, RouterConfig(), LearningConfig())
+    leftovers = list(tmp_path.glob(".tmp-router.npz.*"))
+    assert leftovers, "the child should have died mid-save"
+    back = P.Router.load(path, RouterConfig())
     assert back.version == router.version
     np.testing.assert_array_equal(back.state.theta, router.state.theta)
-    router.save(path)  # the next save clears the stale temp file
-    assert not list(tmp_path.glob(".router.npz.tmp-*"))
+    router.save(path)        # a fresh leftover may be a live writer's: it is kept
+    assert list(tmp_path.glob(".tmp-router.npz.*")) == leftovers
+    old = time.time() - 2 * 3600
+    for f in leftovers:
+        os.utime(f, (old, old))
+    router.save(path)        # an hour-old one is a crashed writer's: it goes
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
 
 
-def test_unusable_file_is_kept_aside_and_policy_reinitialised(router: P.Router,
-                                                              tmp_path: Path) -> None:
+def test_save_is_private_whatever_the_umask(router: P.Router, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        router.save(tmp_path / "router.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "router.npz").stat().st_mode) == 0o600
+
+
+def test_concurrent_saves_never_leave_a_torn_file(router: P.Router, tmp_path: Path) -> None:
+    """Training, a backup's before() and shutdown may save at once; a reader loads meanwhile.
+
+    Every load must succeed, the file left last must hold the newest installed
+    state, and no temporary file may be left behind.
+    """
+    path = tmp_path / "router.npz"
+    r = P.Router(router.layout, router.state, RouterConfig(), router.version)
+    r.save(path)
+    errors: list[BaseException] = []
+    loads = [0]
+    stop = threading.Event()
+
+    def trainer() -> None:           # installs new states and saves, like the idle job
+        try:
+            for _ in range(12):
+                s = r.state
+                s.theta[r.layout.block("bc")] += 0.01
+                r.install(s)
+                r.save(path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def saver() -> None:              # backup before() / shutdown: save whatever is current
+        try:
+            for _ in range(12):
+                r.save(path)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                P.Router.load(path, RouterConfig())
+                loads[0] += 1
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    rd = threading.Thread(target=reader)
+    rd.start()
+    writers = [threading.Thread(target=trainer)] + [threading.Thread(target=saver)
+                                                    for _ in range(3)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    stop.set()
+    rd.join(60)
+    assert not errors, errors[:3]
+    assert loads[0] > 0
+    back = P.Router.load(path, RouterConfig())
+    assert back.version == r.version == router.version + 12
+    np.testing.assert_array_equal(back.state.theta, r.state.theta)
+    assert [p.name for p in tmp_path.iterdir()] == ["router.npz"]
+
+
+def test_unusable_file_is_kept_aside(router: P.Router, tmp_path: Path) -> None:
     path = tmp_path / "router.npz"
     path.write_bytes(b"not a zip file at all")
-    r = P.Router.load_or_init(path, RouterConfig(), LearningConfig())
-    assert r.version == 0
-    np.testing.assert_array_equal(r.state.theta, router.state.theta)  # the seeded initial policy
-    assert list(tmp_path.glob("router.npz.unusable-*"))
+    assert P.Router.load_usable(path, RouterConfig()) is None   # the caller starts afresh
+    assert list(tmp_path.glob("router.npz.unusable-*")) and not path.exists()
+    assert P.Router.load_usable(path, RouterConfig()) is None   # no file: nothing to keep aside
     router.save(path)
     other = RouterConfig(hidden_dim=16, low_rank=4)
     with pytest.raises(ValueError, match="hidden"):
-        P.Router.load(path, other, LearningConfig())
+        P.Router.load(path, other)
+
+
+def test_router_never_imports_learning() -> None:
+    """learning/ trains the router; the router itself must not depend on it (no cycle)."""
+    import importgraph
+
+    g = importgraph.graph()
+    for mod in (m for m in g if m.startswith("ruvllm_edge.router")):
+        assert not any(d.startswith("ruvllm_edge.learning")
+                       for d in importgraph.reachable(g, mod)), mod

@@ -141,7 +141,8 @@ class RouterLearningJob:
         samples = self.replay.all()
         train_s, hold_s = trainer.split_holdout(samples, self.cfg.holdout_fraction)
         new_state, rep = trainer.train(self.router.state, self.router.layout, train_s, hold_s,
-                                       self.router.train_config, self.rng, ctx.should_stop)
+                                       trainer.TrainConfig.from_configs(self.router.cfg, self.cfg),
+                                       self.rng, ctx.should_stop)
         if rep.accepted:
             version = self.router.install(new_state)
             self.router.save(self.router_path)

@@ -1,7 +1,7 @@
 """Router training: BPTT + Adam + EWC + hard-threshold sparsity, accept-if-not-worse.
 
 Pure: parameters and samples in, new parameters and a report out. The caller
-(the idle job in ``scheduler``/``policy``) owns files and the database.
+(the idle job in ``jobs``) owns files and the database.
 
 Why these pieces:
 - BPTT over a session's turns because the hidden state is carried across
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import LearningConfig, RouterConfig
 from ..router import fastgrnn as fg
+from ..router.state import TrainState
 from .utility import ReplaySample, advantage_weights
 
 log = logging.getLogger(__name__)
@@ -67,29 +68,6 @@ class TrainConfig:
                    max_steps=learning.max_steps_per_run,
                    min_steps=min(learning.min_steps_per_run, learning.max_steps_per_run),
                    accept_acc_tolerance=learning.accept_acc_tolerance)
-
-
-@dataclass
-class TrainState:
-    """Everything that must survive a restart for training to continue where it was."""
-
-    theta: np.ndarray    # (P,) float64 parameters
-    m: np.ndarray        # (P,) Adam first moment
-    v: np.ndarray        # (P,) Adam second moment
-    t: int               # Adam step count
-    fisher: np.ndarray   # (P,) diagonal Fisher of the last consolidation(s)
-    anchor: np.ndarray   # (P,) parameters at the last consolidation
-    consolidations: int = 0
-
-    @classmethod
-    def fresh(cls, theta: np.ndarray) -> "TrainState":
-        z = np.zeros_like(theta, dtype=np.float64)
-        return cls(theta.astype(np.float64).copy(), z.copy(), z.copy(), 0, z.copy(),
-                   theta.astype(np.float64).copy(), 0)
-
-    def copy(self) -> "TrainState":
-        return TrainState(self.theta.copy(), self.m.copy(), self.v.copy(), self.t,
-                          self.fisher.copy(), self.anchor.copy(), self.consolidations)
 
 
 @dataclass

@@ -38,7 +38,7 @@ import zmq
 from conftest import MODELS_DIR, ROOT, DaemonProcess, TEST_CONFIG, write_config
 from ruvllm_edge import backup as bk
 from ruvllm_edge.client import Client
-from ruvllm_edge.config import LearningConfig, RouterConfig
+from ruvllm_edge.config import RouterConfig
 from ruvllm_edge.errors import ClientError, ClientTimeout
 from ruvllm_edge.memory.db import connect
 from faultkit import FAST
@@ -232,7 +232,7 @@ def test_sigterm_flushes_writeback_saves_router_and_exits_0(life: dict[str, Any]
     n.wait_for("STOPPING", after=before)
     assert qa_rows() == 1
     from ruvllm_edge.router.policy import Router
-    assert Router.load(d.data_dir / "router.npz", RouterConfig(), LearningConfig()).version == version
+    assert Router.load(d.data_dir / "router.npz", RouterConfig()).version == version
     assert not (d.data_dir / "ruvllm-edge.sock").exists()
     assert not bk.daemon_holds_lock(d.data_dir)
     assert '"msg": "stopped"' in log_text(d)

@@ -12,12 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from .common import client, print_json
+
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
-
-
-def _client(ns: argparse.Namespace) -> Any:
-    from .cli import _client as make
-    return make(ns)
 
 
 def _meta(pairs: list[str] | None) -> dict[str, str]:
@@ -62,26 +59,24 @@ def iter_import(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
 
 
 def cmd_memory(ns: argparse.Namespace) -> int:
-    from .cli import _print_json
-
-    with _client(ns) as c:
+    with client(ns) as c:
         a = ns.memory_action
         if a == "add":
             text = Path(ns.file).read_text(encoding="utf-8") if ns.file else ns.text
             if not text:
                 print("memory add: give TEXT or --file", file=sys.stderr)
                 return 2
-            _print_json(c.memory_add(text, kind=ns.kind, metadata=_meta(ns.meta)))
+            print_json(c.memory_add(text, kind=ns.kind, metadata=_meta(ns.meta)))
         elif a == "search":
             for hit in c.memory_search(ns.query, k=ns.k):
                 print(f"{hit['id']:>8}  {hit['relevance']:.3f}  {hit['kind']:<9} "
                       f"{hit['preview'][:90]!r}")
         elif a == "get":
-            _print_json(c.memory_get(ns.id))
+            print_json(c.memory_get(ns.id))
         elif a == "delete":
-            _print_json(c.memory_delete(ns.id))
+            print_json(c.memory_delete(ns.id))
         elif a == "stats":
-            _print_json(c.memory_stats())
+            print_json(c.memory_stats())
         elif a == "export":
             out = open(ns.out, "w", encoding="utf-8") if ns.out else sys.stdout
             try:

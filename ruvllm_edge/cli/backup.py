@@ -6,27 +6,23 @@ the daemon's own database handle. With no daemon running it copies the files
 itself. ``restore`` only ever runs with the daemon stopped: it checks the
 data dir's lock and refuses otherwise.
 
-Exit codes follow cli.py: 0 ok, 1 refused or failed (the message says why),
+Exit codes follow the CLI's: 0 ok, 1 refused or failed (the message says why),
 2 bad usage, 3 the daemon holds the data dir but does not answer.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import backup as bk
-from .config import ENV_DATA
-from .errors import ClientError, ClientTimeout, RuvError
-from .memory.db import DB_NAME
-
-
-def _print(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+from .. import backup as bk
+from ..config import ENV_DATA
+from ..errors import ClientError, ClientTimeout, RuvError
+from ..memory.db import DB_NAME
+from .common import client, load_config, print_json
 
 
 def _fail(exc: RuvError) -> int:
@@ -48,15 +44,13 @@ def _summary(res: dict[str, Any], via: str) -> str:
 
 
 def cmd_backup(ns: argparse.Namespace) -> int:
-    from .cli import _load_config
-
-    cfg = _load_config(ns)
+    cfg = load_config(ns)
     if ns.verify:
         try:
             res = bk.verify_backup(Path(ns.verify))
         except RuvError as exc:
             return _fail(exc)
-        _print(res)
+        print_json(res)
         print(f"backup {res['path']} verified: checksums ok, integrity_check ok, schema "
               f"{res['schema_version']}", file=sys.stderr)
         return 0
@@ -64,12 +58,10 @@ def cmd_backup(ns: argparse.Namespace) -> int:
     target = Path(ns.to or cfg.backup.dir or data_dir / "backups").expanduser().absolute()
     keep = ns.keep_last or cfg.backup.keep_last
     if not ns.offline and bk.daemon_holds_lock(data_dir):
-        from .client import Client
-
         try:
-            with Client(cfg.endpoint(), timeout_s=max(ns.timeout, 600.0)) as c:
+            with client(ns, timeout_s=max(ns.timeout, 600.0)) as c:
                 res = c.backup(str(target))
-            _print(res)
+            print_json(res)
             print(_summary(res, "the daemon"), file=sys.stderr)
             return 0
         except ClientTimeout as exc:
@@ -92,26 +84,24 @@ def cmd_backup(ns: argparse.Namespace) -> int:
         res = bk.create_backup(db_path, data_dir, cfg.source_path or None, target, keep)
     except RuvError as exc:
         return _fail(exc)
-    _print(res)
+    print_json(res)
     print(_summary(res, "a local copy"), file=sys.stderr)
     return 0
 
 
 def cmd_restore(ns: argparse.Namespace) -> int:
-    from .cli import _load_config
-
     # No guessing here: restoring into ./data by accident would hide the real data dir.
     if not (ns.data_dir or os.environ.get(ENV_DATA)):
         print(f"ruvllm-edge: restore needs --data-dir (or {ENV_DATA}): the daemon's data dir, "
               "e.g. /var/lib/ruvllm-edge/data under systemd", file=sys.stderr)
         return 2
-    cfg = _load_config(ns)
+    cfg = load_config(ns)
     data_dir = Path(cfg.data_dir).absolute()
     try:
         res = bk.restore_backup(Path(ns.source), data_dir, keep_previous=not ns.discard_previous)
     except RuvError as exc:
         return _fail(exc)
-    _print(res)
+    print_json(res)
     lines = [f"restored {res['restored_from']} into {data_dir}"]
     if res.get("previous"):
         lines.append(f"the previous data dir is kept as {res['previous']}; delete it when the "
