@@ -111,9 +111,14 @@ class Client:
                 self._pending[mid].append(msg)
             # anything else is a stale reply to a request we gave up on
 
-    def call(self, op: str, args: dict[str, Any] | None = None,
-             timeout_s: float | None = None) -> dict[str, Any]:
-        req_id = self.send(op, args)
+    def call(self, op: str, args: dict[str, Any] | None = None, /, *,
+             timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Any op by name: ``call("memory.get", id=7)`` or ``call("memory.get", {"id": 7})``.
+
+        The generic path: an op the daemon gained needs no client change. The
+        result map is returned; an error reply raises its typed ClientError.
+        """
+        req_id = self.send(op, {**(args or {}), **kwargs})
         msg = self._recv(req_id, timeout_s)
         if msg.get("ok"):
             return dict(msg.get("result") or {})
@@ -138,7 +143,7 @@ class Client:
               timeout_s: float | None = None, **constraints: Any) -> dict[str, Any]:
         """One-shot answer. constraints: max_tokens, temperature, top_p, max_latency_ms."""
         return self.call("query", self._query_args(text, session_id, use_memory, constraints),
-                         timeout_s)
+                         timeout_s=timeout_s)
 
     def stream(self, text: str, session_id: str | None = None, *, use_memory: bool | None = None,
                timeout_s: float | None = None, **constraints: Any) -> Stream:
@@ -161,7 +166,7 @@ class Client:
         return self.call("feedback", args)
 
     def health(self, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("health", {}, timeout_s)
+        return self.call("health", timeout_s=timeout_s)
 
     def stats(self) -> dict[str, Any]:
         return self.call("stats")
@@ -210,10 +215,10 @@ class Client:
                 return
 
     def learn(self, wait: bool = False, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("learn", {"wait": wait}, timeout_s)
+        return self.call("learn", wait=wait, timeout_s=timeout_s)
 
     def backup(self, to: str, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("backup", {"to": to}, timeout_s)
+        return self.call("backup", to=to, timeout_s=timeout_s)
 
     def close(self) -> None:
         self._sock.close(0)

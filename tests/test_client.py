@@ -50,3 +50,27 @@ def test_stale_replies_are_skipped_and_errors_typed(tmp_path: Path) -> None:
     t.join()
     srv.close(0)
     assert err.value.code == "busy" and err.value.details == {"queue": 1}
+
+
+def test_call_reaches_any_op_by_name_with_keyword_args(tmp_path: Path) -> None:
+    """The generic path: an op the client has no method for needs no client change."""
+    ep = f"ipc://{tmp_path}/s.sock"
+    srv = zmq.Context.instance().socket(zmq.ROUTER)
+    srv.bind(ep)
+    seen: list[dict] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            ident, data = srv.recv_multipart()
+            req = protocol.unpack_reply(data)
+            seen.append(req)
+            srv.send_multipart([ident, protocol.pack(protocol.ok_reply(req["id"], req["args"]))])
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with Client(ep, timeout_s=5) as c:
+        assert c.call("memory.tag", id=7, tag="blue") == {"id": 7, "tag": "blue"}
+        assert c.call("memory.tag", {"id": 8}, tag="red", timeout_s=5) == {"id": 8, "tag": "red"}
+    t.join()
+    srv.close(0)
+    assert [r["op"] for r in seen] == ["memory.tag", "memory.tag"]

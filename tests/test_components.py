@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from ruvllm_edge import config, models as catalogue
-from ruvllm_edge.components import Components
+from ruvllm_edge.server.components import Components
 from ruvllm_edge.memory.db import Database
 
 

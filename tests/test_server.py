@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+
 import msgpack
 import pytest
 
@@ -55,62 +57,67 @@ class FakeSocket:
 def daemon(tmp_path: Path, models_dir: Path) -> Daemon:
     cfg = config.load(env={}, data_dir=str(tmp_path / "d"), models_dir=str(models_dir))
     d = Daemon(cfg)
-    d.endpoint = "test"
     yield d
     d.db.close()
-    d._release_lock()
+    d.lock.release()
+
+
+def send(d: Daemon, sock: "FakeSocket", *frames: bytes, accepting: bool = True) -> None:
+    d.transport.on_message(sock, list(frames), accepting)
 
 
 def test_dispatch_inline_ops_and_errors_without_a_socket_loop(daemon: Daemon) -> None:
     s = FakeSocket()
-    daemon._on_message(s, [b"id1", protocol.pack(protocol.make_request("h", "health"))], True)
-    daemon._on_message(s, [b"id1", b"", protocol.pack(protocol.make_request("r", "stats"))], True)
-    daemon._on_message(s, [b"id1", b"\x93garbage"], True)
-    daemon._on_message(s, [b"id1", b"a", b"b", b"c"], True)   # bad framing: error, counted
+    send(daemon, s, b"id1", protocol.pack(protocol.make_request("h", "health")))
+    send(daemon, s, b"id1", b"", protocol.pack(protocol.make_request("r", "stats")))
+    send(daemon, s, b"id1", b"\x93garbage")
+    send(daemon, s, b"id1", b"a", b"b", b"c")   # bad framing: error, counted
     r = s.replies()
     assert r[0]["ok"] and r[0]["id"] == "h" and r[0]["result"]["status"] in ("healthy", "degraded")
     assert s.sent[1][1] == b"" and r[1]["ok"]                 # REQ envelope preserved
     assert r[2]["ok"] is False and r[2]["error"]["code"] == "bad_request"
     assert len(s.sent) == 4 and len(s.sent[3]) == 2           # replied as to a DEALER
     assert r[3]["error"]["code"] == "bad_request" and "frame" in r[3]["error"]["message"]
-    assert sum(daemon.stats()["malformed"].values()) == 2
+    assert sum(r[1]["result"]["malformed"].values()) == 0
+    send(daemon, s, b"id1", protocol.pack(protocol.make_request("again", "stats")))
+    assert sum(s.replies()[-1]["result"]["malformed"].values()) == 2
 
 
 def test_queued_ops_get_busy_when_the_queue_is_full(daemon: Daemon) -> None:
     s = FakeSocket()
     for i in range(daemon.cfg.server.max_queue + 1):
-        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
-            f"q{i}", "query", {"query": "hi"}))], True)
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(
+            f"q{i}", "query", {"query": "hi"})))
     r = s.replies()
     assert len(r) == 1 and r[0]["error"]["code"] == "busy" and r[0]["id"] == f"q{i}"
-    assert daemon.gen_q.qsize() == daemon.cfg.server.max_queue
+    assert daemon.services.lanes.queues["gen"].qsize() == daemon.cfg.server.max_queue
 
 
 def test_shutdown_refuses_new_work_with_busy(daemon: Daemon) -> None:
     s = FakeSocket()
-    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
-        "q", "query", {"query": "hi"}))], accepting=False)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("q", "query", {"query": "hi"})),
+         accepting=False)
     assert s.replies()[0]["error"]["code"] == "busy"
     assert "shutting down" in s.replies()[0]["error"]["message"]
 
 
 def test_rate_limit_answers_rate_limited(daemon: Daemon) -> None:
-    daemon.rate = TokenBucket(rate=0.001, burst=2)
+    daemon.transport.rate = TokenBucket(rate=0.001, burst=2)
     s = FakeSocket()
     for i in range(3):
-        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(f"h{i}", "health"))],
-                           True)
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(f"h{i}", "health")))
     codes = [r.get("error", {}).get("code") for r in s.replies()]
     assert codes == [None, None, "rate_limited"]
 
 
 def test_a_crashing_handler_becomes_an_internal_error(daemon: Daemon) -> None:
-    def boom(job: Any) -> dict[str, Any]:
+    def boom(ctx: Any, args: Any) -> dict[str, Any]:
         raise ZeroDivisionError("bug")
 
-    daemon.handlers["stats"] = ("inline", boom)
+    daemon.dispatcher.ops["stats"] = dataclasses.replace(daemon.dispatcher.ops["stats"],
+                                                         execute=boom)
     s = FakeSocket()
-    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request("x", "stats"))], True)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("x", "stats")))
     r = s.replies()[0]
     assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError" in \
         r["error"]["message"]
