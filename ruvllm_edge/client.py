@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 import uuid
+import weakref
 from typing import Any, Iterator
 
 import zmq
@@ -29,7 +30,12 @@ def default_endpoint(data_dir: str | None = None) -> str:
 
 
 class Stream:
-    """An iterator of text pieces; ``result`` holds the final reply once done."""
+    """An iterator of text pieces; ``result`` holds the final reply once done.
+
+    While the stream is open the client keeps a backlog of its messages that
+    arrived during other calls; the backlog goes when the final message (done
+    or error) is read, on ``close()``, or when the Stream is garbage-collected.
+    """
 
     def __init__(self, client: "Client", req_id: str, timeout_s: float) -> None:
         self._client = client
@@ -37,6 +43,7 @@ class Stream:
         self._timeout_s = timeout_s
         self.result: dict[str, Any] | None = None
         self.tokens = 0
+        self._forget = weakref.finalize(self, client._pending.pop, req_id, None)
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -45,10 +52,15 @@ class Stream:
                 self.tokens += 1
                 yield str(msg.get("text", ""))
                 continue
+            self._forget()          # the final message: nothing more comes for this id
             if msg.get("ok"):
                 self.result = msg.get("result", {})
                 return
             raise from_wire(msg.get("error") or {})
+
+    def close(self) -> None:
+        """Stop buffering this stream's messages (later ones are dropped as stale)."""
+        self._forget()
 
     def cancel(self) -> dict[str, Any]:
         """Ask the daemon to stop this stream; the iterator then ends with `cancelled`."""
