@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import dataclasses
+import threading
+import time
 
 import msgpack
 import pytest
@@ -135,3 +137,43 @@ def test_corrupt_database_refuses_start_and_names_restore(tmp_path: Path, models
     cfg = config.load(env={}, data_dir=str(d), models_dir=str(models_dir))
     with pytest.raises(StartupError, match="ruvllm-edge restore"):
         Daemon(cfg)
+
+
+def test_a_metrics_scrape_reads_no_table_on_the_socket_thread(daemon: Daemon) -> None:
+    """Node counts come from a snapshot a worker lane refreshes, not from SQL on the loop."""
+    daemon.services.components.memory.add("The blue kayak is in shed four.", kind="fact")
+    statements: list[str] = []
+    daemon.db.reader().set_trace_callback(statements.append)   # this (the socket) thread
+    s = FakeSocket()
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("m1", "metrics")))
+    assert s.replies()[0]["ok"]
+    assert not [q for q in statements if "nodes" in q], statements
+
+    daemon._housekeeping(time.monotonic())        # the loop only queues the refresh ...
+    aux = daemon.services.lanes.queues["aux"]
+    queued = [aux.get_nowait() for _ in range(aux.qsize())]
+    refresh = [j for j in queued if j.req.op == "node_counts"]
+    assert len(refresh) == 1 and refresh[0].task is not None
+    worker = threading.Thread(target=daemon.dispatcher.run_queued, args=(refresh[0],))
+    worker.start()                                # ... a worker runs it
+    worker.join(30)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("m2", "metrics")))
+    assert 'ruvllm_memory_nodes{kind="fact"} 1.0' in s.replies()[1]["result"]["text"]
+    assert not [q for q in statements if "nodes" in q], statements
+    daemon._housekeeping(time.monotonic() + 2)    # not queued again until it is due
+    assert not [j for j in list(aux.queue) if j is not None and j.req.op == "node_counts"]
+
+
+def test_housekeeping_reads_the_job_table_under_its_lock(daemon: Daemon) -> None:
+    done = threading.Event()
+
+    def tick() -> None:
+        daemon._housekeeping(time.monotonic())
+        done.set()
+
+    with daemon.services.lanes.jobs.lock:
+        t = threading.Thread(target=tick)
+        t.start()
+        assert not done.wait(0.3), "the idle-unload check read the job table without its lock"
+    assert done.wait(10)
+    t.join()

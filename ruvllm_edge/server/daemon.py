@@ -27,12 +27,15 @@ from .dispatch import Dispatcher
 from .lanes import Job, Lanes
 from .lifecycle import DataDirLock, Signals, StartupError, check_endpoint_security
 from .ops import OPS, SCHEMAS
+from .ops.status import refresh_node_counts
 from .services import Services
+from .tasks import Tasks
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0
+NODE_COUNTS_EVERY_S = 15.0     # ruvllm_memory_nodes is at most this old
 
 
 class Daemon:
@@ -68,6 +71,10 @@ class Daemon:
         self.transport = Transport(cfg.server, cfg.endpoint(), metrics, OPS, SCHEMAS)
         self.dispatcher = Dispatcher(OPS, self.services, self.transport)
         self.transport.on_request = self.dispatcher.admit
+        self.tasks = Tasks(self.services.lanes)
+        if comps.memory is not None:
+            self.tasks.every("node_counts", "aux", NODE_COUNTS_EVERY_S,
+                             lambda: refresh_node_counts(self.services))
         self._drain: lifecycle.Drain | None = None
         self._last_tick = 0.0
         self._last_watchdog = 0.0
@@ -138,10 +145,11 @@ class Daemon:
         return True
 
     def _housekeeping(self, now: float) -> None:
-        """Once a second on the loop thread: cheap work only."""
+        """Once a second on the loop thread: cheap work only; the rest is queued as tasks."""
         s = self.services
         try:
             s.update_gauges()
+            self.tasks.tick(now)
             self.transport.rate.purge(now)
             if s.lanes.queues["gen"].empty() and not s.lanes.jobs.any_op("query"):
                 s.engine.maybe_unload(now)

@@ -39,6 +39,7 @@ class Services:
     started_at: float = field(default_factory=time.time)
     endpoint: str = ""
     confidence_ema: float = 1.0         # the RouterLowConfidence alert reads its gauge
+    node_counts: dict[str, int] = field(default_factory=dict)   # kind -> nodes, refreshed on aux
 
     def touch(self) -> None:
         """A request arrived or ended: idle-time learning yields and the idle clock restarts."""

@@ -93,13 +93,24 @@ def stats(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def metrics(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Gauges and counters only: node counts come from the last snapshot (refresh_node_counts)."""
     s = ctx.s
     s.update_gauges()
-    mem = s.components.memory
-    if mem is not None:
-        for kind, n in mem.db.read("SELECT kind, count(*) FROM nodes GROUP BY kind"):
-            s.metrics.memory_nodes.labels(kind).set(n)
+    for kind, n in s.node_counts.items():
+        s.metrics.memory_nodes.labels(kind).set(n)
     return {"text": s.metrics.render()}
+
+
+def nodes_by_kind(memory: Any) -> dict[str, int]:
+    """Memory nodes per kind. A scan of the nodes table: call it on a worker lane."""
+    return {str(k): int(n) for k, n in memory.db.read(
+        "SELECT kind, count(*) FROM nodes GROUP BY kind")}
+
+
+def refresh_node_counts(s: Any) -> None:
+    """A periodic task on the aux lane (server/tasks.py): the snapshot a scrape reads."""
+    if s.components.memory is not None:
+        s.node_counts = nodes_by_kind(s.components.memory)
 
 
 def cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
