@@ -13,7 +13,10 @@ import msgpack
 import pytest
 
 from ruvllm_edge import config, protocol
+from ruvllm_edge.learning.scheduler import Job as SchedulerJob
 from ruvllm_edge.server import Daemon, StartupError, TokenBucket, check_endpoint_security
+from ruvllm_edge.server.lanes import Job
+from ruvllm_edge.server.ops import SCHEMAS
 
 
 def test_token_bucket_allows_burst_then_rate() -> None:
@@ -177,3 +180,45 @@ def test_housekeeping_reads_the_job_table_under_its_lock(daemon: Daemon) -> None
         assert not done.wait(0.3), "the idle-unload check read the job table without its lock"
     assert done.wait(10)
     t.join()
+
+
+def call(d: Daemon, op: str, **args: Any) -> dict[str, Any]:
+    """Run one op through the dispatcher on this thread, as its lane's worker would."""
+    req = protocol.decode_request(protocol.pack(protocol.make_request("x", op, args)), 1 << 20,
+                                  SCHEMAS)
+    job = Job(b"c", [], req, req.id, deadline=time.monotonic() + 60)
+    out: list[dict[str, Any]] = []
+    d.dispatcher.run(job, out.append)
+    return out[-1]
+
+
+def test_one_learning_run_at_a_time_and_its_reader_is_released(daemon: Daemon) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def slow(ctx: Any) -> dict[str, Any]:
+        daemon.db.read("SELECT count(*) FROM nodes").fetchone()   # opens this thread's reader
+        runs.append(1)
+        entered.set()
+        gate.wait(30)
+        return {"done": True}
+
+    daemon.services.scheduler.jobs = [SchedulerJob("slow", slow)]
+    readers = len(daemon.db._readers)
+    first = call(daemon, "learn", wait=False)
+    assert first["ok"] and first["result"]["started"] is True
+    assert entered.wait(10)
+    again = [call(daemon, "learn", wait=False)["result"] for _ in range(4)]
+    assert all(r["started"] is False and r["running"]["job"] == "slow" for r in again), again
+    learners = [t for t in threading.enumerate() if t.name.startswith("learn")]
+    assert len(learners) == 1, learners
+    waited: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: waited.append(call(daemon, "learn", wait=True)))
+    waiter.start()
+    time.sleep(0.2)
+    gate.set()
+    waiter.join(30)
+    learners[0].join(30)
+    assert waited[0]["result"]["jobs"]["slow"]["report"] == {"done": True}
+    assert runs == [1], "wait=true joined the running run instead of starting another"
+    assert len(daemon.db._readers) == readers, "the finished run kept its DB reader"

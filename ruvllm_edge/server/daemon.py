@@ -27,6 +27,7 @@ from .dispatch import Dispatcher
 from .lanes import Job, Lanes
 from .lifecycle import DataDirLock, Signals, StartupError, check_endpoint_security
 from .ops import OPS, SCHEMAS
+from .ops.learn import LearningRuns
 from .ops.status import refresh_node_counts
 from .services import Services
 from .tasks import Tasks
@@ -65,6 +66,7 @@ class Daemon:
         self.services = Services(cfg=cfg, data_dir=data_dir, db=db, engine=engine,
                                  sessions=sessions, components=comps, pipeline=pipeline,
                                  scheduler=scheduler, metrics=metrics,
+                                 learning_runs=LearningRuns(scheduler, db) if scheduler else None,
                                  lanes=Lanes(cfg.server.max_queue,
                                              cfg.server.max_concurrent_requests),
                                  endpoint=cfg.endpoint())

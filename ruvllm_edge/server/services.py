@@ -34,6 +34,7 @@ class Services:
     components: Components
     pipeline: Pipeline
     scheduler: Any                      # learning.scheduler.IdleScheduler | None
+    learning_runs: Any                  # ops.learn.LearningRuns | None (None: learning is off)
     metrics: Metrics
     lanes: Lanes
     started_at: float = field(default_factory=time.time)
