@@ -66,7 +66,6 @@ class QueryContext:
 class Answer:
     text: str
     finish_reason: str
-    user_prompt: str | None = None       # the user turn as the model saw it
     sources: list[Candidate] = field(default_factory=list)
     gen: Generation | None = None
     cut_ids: list[int] = field(default_factory=list)
@@ -211,7 +210,7 @@ class Pipeline:
             if hit is not None:
                 if on_token:
                     on_token(hit.text)
-                return Answer(hit.text, "memory", None, [hit])
+                return Answer(hit.text, "memory", [hit])
         used = prompt_records(cands, decision.context_k, self.cfg.memory.relative_relevance,
                               self.cfg.memory.similarity_margin)
         user = query
@@ -228,13 +227,21 @@ class Pipeline:
         gen = self.engine.generate(plan, temperature=decision.temperature, top_p=decision.top_p,
                                    on_token=on_token, should_stop=should_stop)
         in_prompt = set(packed.node_ids) if packed else set()
-        return Answer(gen.text, gen.finish_reason, user, [c for c in used if c.id in in_prompt],
+        return Answer(gen.text, gen.finish_reason, [c for c in used if c.id in in_prompt],
                       gen, list(packed.cut) if packed else [],
                       list(packed.dropped) if packed else [])
 
     # ------------------------------------------------------------------ query
 
     def query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
+        """One answer; turns of one session run one at a time (each sees the one before)."""
+        sid = args.get("session_id")
+        if not sid:
+            return self._query(args, ctx)
+        with self.sessions.turn(sid, ctx.should_stop):
+            return self._query(args, ctx)
+
+    def _query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
         t0 = time.perf_counter()
         lat = {"embedding": 0.0, "retrieval": 0.0, "routing": 0.0, "generation": 0.0}
         icfg = self.cfg.inference
@@ -320,7 +327,7 @@ class Pipeline:
             result["session_id"] = sid
         self._record(ctx.request_id, sid, query, result, x)
         if sid:
-            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next, ans.user_prompt)
+            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next)
         self._after_answer(ctx.request_id, sid, query, ans, qvec, quality, x, decision,
                            lat["total"] / 1000, session.turn_index if session else 0, use_memory)
         return result
