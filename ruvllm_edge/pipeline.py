@@ -28,10 +28,10 @@ import numpy as np
 import psutil
 
 from .config import Config
-from .errors import BadRequest, Cancelled, NotFound, Timeout
+from .errors import Cancelled, Timeout
+from .feedback import FeedbackLog
 from .inference import Generation, InferenceEngine
 from .learning.explore import Outcome
-from .learning.jobs import record_feedback
 from .learning.utility import ReplaySample
 from .memory.context import pack_context, render_memory
 from .memory.db import Database
@@ -158,6 +158,7 @@ class Pipeline:
         self.embedder = embedder      # embedding.Embedder | None
         self.router = router          # router.policy.Router | None
         self.replay = replay          # learning.replay.ReplayBuffer | None
+        self.feedback_log = FeedbackLog(db, memory, replay)
         self.recent_quality = 0.75
         self._router_lock = threading.Lock()
         self._proc = psutil.Process()
@@ -385,30 +386,8 @@ class Pipeline:
                  result["finish_reason"]))
 
     def feedback(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Store the feedback row first (the acknowledgement), then apply it."""
-        rid = args["request_id"]
-        row = self.db.read("SELECT query, answer, sources, session_id FROM requests WHERE id = ?",
-                           (rid,)).fetchone()
-        if row is None:
-            raise NotFound(f"no request {rid!r} to give feedback on", request_id=rid)
-        rating, correction = args.get("rating"), args.get("correction")
-        if rating is None and correction is None:
-            raise BadRequest("feedback needs a rating, a correction or both")
-        with self.db.atomic() as c:
-            fid = c.execute("INSERT INTO feedback(request_id, rating, correction, created_at) "
-                            "VALUES (?, ?, ?, ?)", (rid, rating, correction, time.time())).lastrowid
-        out: dict[str, Any] = {"feedback_id": fid, "request_id": rid, "stored": True}
-        if self.memory is not None:
-            used = [int(s["id"]) for s in json.loads(row[2] or "[]")]
-            applied = self.memory.apply_feedback(rid, used, rating, correction, row[0], row[1],
-                                                 row[3])
-            out["memory"] = applied
-        if self.replay is not None:
-            out["replay_updated"] = record_feedback(self.replay, rid, rating, correction,
-                                                    self.cfg.learning)
-        with self.db.atomic() as c:
-            c.execute("UPDATE feedback SET applied_at = ? WHERE id = ?", (time.time(), fid))
-        return out
+        """Store the feedback row first (the acknowledgement), then apply it (feedback.py)."""
+        return self.feedback_log.submit(args, self.cfg.learning)
 
     def close(self) -> None:
         """Flush what is pending (writeback) before the DB closes."""

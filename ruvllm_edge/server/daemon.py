@@ -27,6 +27,7 @@ from .dispatch import Dispatcher
 from .lanes import Job, Lanes
 from .lifecycle import DataDirLock, Signals, StartupError, check_endpoint_security
 from .ops import OPS, SCHEMAS
+from .ops import feedback
 from .ops.learn import LearningRuns
 from .ops.status import refresh_node_counts
 from .services import Services
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0
 NODE_COUNTS_EVERY_S = 15.0     # ruvllm_memory_nodes is at most this old
+FEEDBACK_OUTBOX_EVERY_S = 60.0  # stored-but-unapplied feedback is retried this often
 
 
 class Daemon:
@@ -74,6 +76,8 @@ class Daemon:
         self.dispatcher = Dispatcher(OPS, self.services, self.transport)
         self.transport.on_request = self.dispatcher.admit
         self.tasks = Tasks(self.services.lanes)
+        self.tasks.every("feedback_outbox", "aux", FEEDBACK_OUTBOX_EVERY_S,
+                         lambda: feedback.apply_pending(self.services))
         if comps.memory is not None:
             self.tasks.every("node_counts", "aux", NODE_COUNTS_EVERY_S,
                              lambda: refresh_node_counts(self.services))

@@ -18,4 +18,13 @@ def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return ctx.s.pipeline.feedback(args)
 
 
+def apply_pending(s: Any) -> None:
+    """A periodic task on the aux lane (at start-up, then every minute): the outbox.
+
+    Stored feedback that a crash or an error left unapplied is applied now;
+    on the aux lane it never runs at the same time as a feedback op.
+    """
+    s.pipeline.feedback_log.apply_pending(s.cfg.learning)
+
+
 OPS = [Op("feedback", "aux", ARGS, execute)]
