@@ -222,3 +222,20 @@ def test_one_learning_run_at_a_time_and_its_reader_is_released(daemon: Daemon) -
     assert waited[0]["result"]["jobs"]["slow"]["report"] == {"done": True}
     assert runs == [1], "wait=true joined the running run instead of starting another"
     assert len(daemon.db._readers) == readers, "the finished run kept its DB reader"
+
+
+def test_reload_takes_the_live_settings_and_names_the_rest(tmp_path: Path) -> None:
+    from ruvllm_edge.server.lifecycle import LIVE, changed_keys, with_live_settings
+
+    old = config.load(env={}, data_dir=str(tmp_path))
+    new = dataclasses.replace(
+        old, server=dataclasses.replace(old.server, rate_limit_burst=3, max_queue=7),
+        learning=dataclasses.replace(old.learning, idle_after_s=9.0, replay_capacity=50))
+    assert changed_keys(old, new) == ["learning.idle_after_s", "learning.replay_capacity",
+                                      "server.max_queue", "server.rate_limit_burst"]
+    live = with_live_settings(old, new)
+    assert live.server.rate_limit_burst == 3 and live.learning.idle_after_s == 9.0
+    assert live.server.max_queue == old.server.max_queue
+    assert live.learning.replay_capacity == old.learning.replay_capacity
+    assert changed_keys(live, new) == ["learning.replay_capacity", "server.max_queue"]
+    assert "enabled" not in LIVE["learning"] and "max_queue" not in LIVE["server"]

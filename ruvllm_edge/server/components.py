@@ -8,6 +8,7 @@ to each other, and how a missing part shows up in health.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import models as catalogue
-from ..config import Config
+from ..config import Config, LearningConfig
 from ..errors import RuvError
 from ..memory.db import Database
 
@@ -34,6 +35,7 @@ class Components:
     router: Any = None
     replay: Any = None
     memory_error: str | None = None   # why the embedder (so memory and router) is missing
+    learning_job: Any = None          # learning.jobs.RouterLearningJob, once make_scheduler ran
 
     @property
     def router_path(self) -> Path:
@@ -120,6 +122,7 @@ class Components:
                                    answer_with=answer_with, judge=judge, lookup=db_lookup(self.db),
                                    max_tokens=self.cfg.inference.max_tokens)
             jobs.append(rj.job())
+            self.learning_job = rj
         if self.memory is not None:
             mem = self.memory
             jobs.append(Job("edge_decay", lambda ctx: {"edges_changed": mem.decay_edges()}))
@@ -151,6 +154,19 @@ class Components:
             out["learning"] = {"status": "healthy", "running": scheduler.running,
                                "idle_s": round(scheduler.idle_for_s(), 1)}
         return out
+
+    def apply_learning(self, learning: LearningConfig, scheduler: Any) -> None:
+        """A reloaded [learning] section reaches every part that copied it at start-up."""
+        from ..learning.trainer import TrainConfig
+
+        self.cfg = dataclasses.replace(self.cfg, learning=learning)
+        if scheduler is not None:
+            scheduler.cfg = learning
+        if self.learning_job is not None:
+            self.learning_job.cfg = learning
+        if self.router is not None:
+            self.router.learning = learning
+            self.router.train_config = TrainConfig.from_configs(self.router.cfg, learning)
 
     def save(self) -> None:
         """Shutdown: persist the router (its weights change only by installed training)."""

@@ -6,7 +6,9 @@
 - Signal handlers only set flags; the socket loop acts on them between polls,
   so no handler ever runs while a lock is held.
 - SIGHUP re-reads the config file and applies the settings that are safe live
-  (docs/operations.md lists them). Whatever goes wrong - an invalid file, one
+  (``LIVE``; docs/operations.md lists them) to every part that holds them:
+  logging, the rate limiter, the engine, the idle scheduler, the router's
+  trainer and the learning job. Whatever goes wrong - an invalid file, one
   that cannot be read - is logged and the running settings stay.
 - SIGTERM drains: queued and running requests get ``drain_timeout_ms`` to
   finish, new queued work gets ``busy``, then state is flushed and files closed.
@@ -25,6 +27,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import Config, LearningConfig
 from ..errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
@@ -35,9 +38,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "ruvllm-edge.lock"
-# [inference] settings a running model can take without a reload of the weights.
-LIVE_INFERENCE = ("keep_alive_s", "max_tokens", "temperature", "top_p", "repeat_penalty",
-                  "system_prompt", "reserve_answer_tokens")
+# What SIGHUP applies (docs/operations.md lists the same). [inference]: what a
+# loaded model takes without reloading its weights. [learning]: all but the two
+# that shape what was built at start-up (whether the scheduler exists at all,
+# the replay buffer's size).
+LIVE: dict[str, tuple[str, ...]] = {
+    "system": ("log_level",),
+    "server": ("rate_limit_per_s", "rate_limit_burst", "request_timeout_ms"),
+    "inference": ("keep_alive_s", "max_tokens", "temperature", "top_p", "repeat_penalty",
+                  "system_prompt", "reserve_answer_tokens"),
+    "learning": tuple(f.name for f in dataclasses.fields(LearningConfig)
+                      if f.name not in ("enabled", "replay_capacity")),
+}
 
 
 class StartupError(Exception):
@@ -112,33 +124,64 @@ class Signals:
         self.reload_requested = True
 
 
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.key`` of every setting that differs between two configs."""
+    out = []
+    for sec in dataclasses.fields(old):
+        a, b = getattr(old, sec.name), getattr(new, sec.name)
+        if dataclasses.is_dataclass(a):
+            out += [f"{sec.name}.{f.name}" for f in dataclasses.fields(a)
+                    if getattr(a, f.name) != getattr(b, f.name)]
+    return sorted(out)
+
+
+def with_live_settings(old: Config, new: Config) -> Config:
+    """``old`` with every setting in LIVE taken from ``new``; the rest stays."""
+    return dataclasses.replace(old, **{
+        section: dataclasses.replace(getattr(old, section),
+                                     **{k: getattr(getattr(new, section), k) for k in keys})
+        for section, keys in LIVE.items()})
+
+
 def reload(s: "Services", transport: "Transport", notifier: "Notifier") -> None:
-    """SIGHUP: re-read the config file and apply the settings that are safe live."""
+    """SIGHUP: re-read the config file and apply the settings that are safe live.
+
+    Nothing that goes wrong here may stop the daemon: an invalid file is
+    refused with every bad key named, any other failure (the file unreadable,
+    a directory, gone) is logged, and either way the running settings stay.
+    Changed settings outside LIVE keep their running value and are named in
+    the log: they need a restart.
+    """
     from .. import config as config_mod
 
     notifier.reloading()
     try:
         new = config_mod.load(s.cfg.source_path or None, data_dir=s.cfg.data_dir,
                               endpoint=s.cfg.server.endpoint, models_dir=s.cfg.models_dir)
+        changed = changed_keys(s.cfg, new)
+        live = with_live_settings(s.cfg, new)
+        logging.getLogger().setLevel(live.system.log_level)
+        transport.rate.rate = live.server.rate_limit_per_s
+        transport.rate.burst = live.server.rate_limit_burst
+        transport.settings = live.server
+        s.engine.cfg = live.inference
+        s.components.apply_learning(live.learning, s.scheduler)
+        s.cfg = s.pipeline.cfg = live
     except ConfigError as exc:
-        log.error("reload refused: invalid config", extra={"errors": exc.errors})
+        log.error("reload refused: invalid config", extra={"errors": exc.errors or [str(exc)]})
         notifier.ready("serving (reload refused)")
         return
-    logging.getLogger().setLevel(new.system.log_level)
-    transport.rate.rate = new.server.rate_limit_per_s
-    transport.rate.burst = new.server.rate_limit_burst
-    s.engine.cfg = dataclasses.replace(
-        s.engine.cfg, **{k: getattr(new.inference, k) for k in LIVE_INFERENCE})
-    s.cfg = dataclasses.replace(
-        s.cfg, system=dataclasses.replace(s.cfg.system, log_level=new.system.log_level),
-        server=dataclasses.replace(s.cfg.server,
-                                   rate_limit_per_s=new.server.rate_limit_per_s,
-                                   rate_limit_burst=new.server.rate_limit_burst,
-                                   request_timeout_ms=new.server.request_timeout_ms),
-        inference=s.engine.cfg, learning=new.learning)
-    transport.settings = s.cfg.server
-    s.pipeline.cfg = s.cfg
-    log.info("config reloaded", extra={"path": s.cfg.source_path})
+    except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+        log.error("reload refused: config unreadable",
+                  extra={"path": s.cfg.source_path, "error": f"{type(exc).__name__}: {exc}"})
+        notifier.ready("serving (reload refused)")
+        return
+    restart = [k for k in changed if k.split(".", 1)[1] not in LIVE.get(k.split(".", 1)[0], ())]
+    if restart:
+        log.warning("reload: kept the running value of settings that need a restart",
+                    extra={"keys": restart})
+    log.info("config reloaded", extra={"path": s.cfg.source_path,
+                                       "applied": [k for k in changed if k not in restart]})
     notifier.ready("serving (reloaded)")
 
 
