@@ -8,6 +8,7 @@ Layout (docs/architecture.md has the picture):
 - ``lifecycle.py``  start-up checks and data-dir lock, signals, reload, shutdown
 - ``components.py`` the optional parts (memory, router, learning) from config
 - ``services.py``   the long-lived parts ops see
+- ``tasks.py``      periodic work the socket thread queues on a lane
 - ``ops/``          one module per op group; ``ops.OPS`` is the registry
 """
 

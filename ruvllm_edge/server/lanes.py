@@ -4,8 +4,8 @@ Lanes and why:
 - ``gen`` (``max_concurrent_requests`` threads) runs queries. Its queue is
   bounded; when full the reply is ``busy`` (Ollama answers 503).
 - ``aux`` (one thread) runs memory, feedback and session ops, and the
-  daemon's own background work (model preload), so they keep working while
-  the model generates.
+  daemon's own background work (model preload, the periodic tasks in
+  tasks.py), so they keep working while the model generates.
 - ``slow`` (one thread, a short queue) runs long admin work (learn, backup)
   so memory ops never wait for it.
 - ``inline`` ops (health, metrics, stats, cancel) run on the socket thread:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...protocol import ID, TEXT_MAX, Arg
+from ..services import Services
 from .base import Op, OpContext
 
 ARGS = {
@@ -18,7 +19,7 @@ def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     return ctx.s.pipeline.feedback(args)
 
 
-def apply_pending(s: Any) -> None:
+def apply_pending(s: Services) -> None:
     """A periodic task on the aux lane (at start-up, then every minute): the outbox.
 
     Stored feedback that a crash or an error left unapplied is applied now;

@@ -16,6 +16,7 @@ import psutil
 from ... import __version__
 from ...errors import NotFound
 from ...protocol import ID
+from ..services import Services
 from .base import Op, OpContext
 
 MB = 1_048_576
@@ -107,7 +108,7 @@ def nodes_by_kind(memory: Any) -> dict[str, int]:
         "SELECT kind, count(*) FROM nodes GROUP BY kind")}
 
 
-def refresh_node_counts(s: Any) -> None:
+def refresh_node_counts(s: Services) -> None:
     """A periodic task on the aux lane (server/tasks.py): the snapshot a scrape reads."""
     if s.components.memory is not None:
         s.node_counts = nodes_by_kind(s.components.memory)
