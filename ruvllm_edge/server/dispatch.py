@@ -75,7 +75,7 @@ class Dispatcher:
                                       req.op)
             return
         q = self.s.lanes.queues[lane]
-        if not self.s.lanes.jobs.enqueue(job, q):  # type: ignore[arg-type]
+        if not self.s.lanes.jobs.enqueue(job, q):
             self.transport.send_error(sock, ident, prefix, req.id,
                                       Busy(f"{q.maxsize} requests are already queued; retry "
                                            "later", queue=q.maxsize, retry_after_ms=500), req.op)

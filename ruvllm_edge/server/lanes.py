@@ -65,7 +65,7 @@ class JobTable:
         self._active: dict[str, Job] = {}                    # request_id -> job
         self._by_client: dict[tuple[bytes, str], str] = {}   # (ident, envelope id) -> request_id
 
-    def enqueue(self, job: Job, q: "queue.Queue[Job]") -> bool:
+    def enqueue(self, job: Job, q: "queue.Queue[Job | None]") -> bool:
         """Queue and register the job as one step; False when the queue is full."""
         with self.lock:
             try:
