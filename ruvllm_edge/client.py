@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 import uuid
+import weakref
 from typing import Any, Iterator
 
 import zmq
@@ -29,7 +30,12 @@ def default_endpoint(data_dir: str | None = None) -> str:
 
 
 class Stream:
-    """An iterator of text pieces; ``result`` holds the final reply once done."""
+    """An iterator of text pieces; ``result`` holds the final reply once done.
+
+    While the stream is open the client keeps a backlog of its messages that
+    arrived during other calls; the backlog goes when the final message (done
+    or error) is read, on ``close()``, or when the Stream is garbage-collected.
+    """
 
     def __init__(self, client: "Client", req_id: str, timeout_s: float) -> None:
         self._client = client
@@ -37,6 +43,7 @@ class Stream:
         self._timeout_s = timeout_s
         self.result: dict[str, Any] | None = None
         self.tokens = 0
+        self._forget = weakref.finalize(self, client._pending.pop, req_id, None)
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -45,10 +52,15 @@ class Stream:
                 self.tokens += 1
                 yield str(msg.get("text", ""))
                 continue
+            self._forget()          # the final message: nothing more comes for this id
             if msg.get("ok"):
                 self.result = msg.get("result", {})
                 return
             raise from_wire(msg.get("error") or {})
+
+    def close(self) -> None:
+        """Stop buffering this stream's messages (later ones are dropped as stale)."""
+        self._forget()
 
     def cancel(self) -> dict[str, Any]:
         """Ask the daemon to stop this stream; the iterator then ends with `cancelled`."""
@@ -111,9 +123,14 @@ class Client:
                 self._pending[mid].append(msg)
             # anything else is a stale reply to a request we gave up on
 
-    def call(self, op: str, args: dict[str, Any] | None = None,
-             timeout_s: float | None = None) -> dict[str, Any]:
-        req_id = self.send(op, args)
+    def call(self, op: str, args: dict[str, Any] | None = None, /, *,
+             timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Any op by name: ``call("memory.get", id=7)`` or ``call("memory.get", {"id": 7})``.
+
+        The generic path: an op the daemon gained needs no client change. The
+        result map is returned; an error reply raises its typed ClientError.
+        """
+        req_id = self.send(op, {**(args or {}), **kwargs})
         msg = self._recv(req_id, timeout_s)
         if msg.get("ok"):
             return dict(msg.get("result") or {})
@@ -138,7 +155,7 @@ class Client:
               timeout_s: float | None = None, **constraints: Any) -> dict[str, Any]:
         """One-shot answer. constraints: max_tokens, temperature, top_p, max_latency_ms."""
         return self.call("query", self._query_args(text, session_id, use_memory, constraints),
-                         timeout_s)
+                         timeout_s=timeout_s)
 
     def stream(self, text: str, session_id: str | None = None, *, use_memory: bool | None = None,
                timeout_s: float | None = None, **constraints: Any) -> Stream:
@@ -161,7 +178,7 @@ class Client:
         return self.call("feedback", args)
 
     def health(self, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("health", {}, timeout_s)
+        return self.call("health", timeout_s=timeout_s)
 
     def stats(self) -> dict[str, Any]:
         return self.call("stats")
@@ -210,10 +227,10 @@ class Client:
                 return
 
     def learn(self, wait: bool = False, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("learn", {"wait": wait}, timeout_s)
+        return self.call("learn", wait=wait, timeout_s=timeout_s)
 
     def backup(self, to: str, timeout_s: float | None = None) -> dict[str, Any]:
-        return self.call("backup", {"to": to}, timeout_s)
+        return self.call("backup", to=to, timeout_s=timeout_s)
 
     def close(self) -> None:
         self._sock.close(0)

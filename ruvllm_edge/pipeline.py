@@ -28,10 +28,10 @@ import numpy as np
 import psutil
 
 from .config import Config
-from .errors import BadRequest, Cancelled, NotFound, Timeout
+from .errors import Cancelled, Timeout
+from .feedback import FeedbackLog
 from .inference import Generation, InferenceEngine
 from .learning.explore import Outcome
-from .learning.jobs import record_feedback
 from .learning.utility import ReplaySample
 from .memory.context import pack_context, render_memory
 from .memory.db import Database
@@ -66,7 +66,6 @@ class QueryContext:
 class Answer:
     text: str
     finish_reason: str
-    user_prompt: str | None = None       # the user turn as the model saw it
     sources: list[Candidate] = field(default_factory=list)
     gen: Generation | None = None
     cut_ids: list[int] = field(default_factory=list)
@@ -159,6 +158,7 @@ class Pipeline:
         self.embedder = embedder      # embedding.Embedder | None
         self.router = router          # router.policy.Router | None
         self.replay = replay          # learning.replay.ReplayBuffer | None
+        self.feedback_log = FeedbackLog(db, memory, replay)
         self.recent_quality = 0.75
         self._router_lock = threading.Lock()
         self._proc = psutil.Process()
@@ -211,7 +211,7 @@ class Pipeline:
             if hit is not None:
                 if on_token:
                     on_token(hit.text)
-                return Answer(hit.text, "memory", None, [hit])
+                return Answer(hit.text, "memory", [hit])
         used = prompt_records(cands, decision.context_k, self.cfg.memory.relative_relevance,
                               self.cfg.memory.similarity_margin)
         user = query
@@ -228,13 +228,21 @@ class Pipeline:
         gen = self.engine.generate(plan, temperature=decision.temperature, top_p=decision.top_p,
                                    on_token=on_token, should_stop=should_stop)
         in_prompt = set(packed.node_ids) if packed else set()
-        return Answer(gen.text, gen.finish_reason, user, [c for c in used if c.id in in_prompt],
+        return Answer(gen.text, gen.finish_reason, [c for c in used if c.id in in_prompt],
                       gen, list(packed.cut) if packed else [],
                       list(packed.dropped) if packed else [])
 
     # ------------------------------------------------------------------ query
 
     def query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
+        """One answer; turns of one session run one at a time (each sees the one before)."""
+        sid = args.get("session_id")
+        if not sid:
+            return self._query(args, ctx)
+        with self.sessions.turn(sid, ctx.should_stop):
+            return self._query(args, ctx)
+
+    def _query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
         t0 = time.perf_counter()
         lat = {"embedding": 0.0, "retrieval": 0.0, "routing": 0.0, "generation": 0.0}
         icfg = self.cfg.inference
@@ -320,7 +328,7 @@ class Pipeline:
             result["session_id"] = sid
         self._record(ctx.request_id, sid, query, result, x)
         if sid:
-            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next, ans.user_prompt)
+            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next)
         self._after_answer(ctx.request_id, sid, query, ans, qvec, quality, x, decision,
                            lat["total"] / 1000, session.turn_index if session else 0, use_memory)
         return result
@@ -378,30 +386,8 @@ class Pipeline:
                  result["finish_reason"]))
 
     def feedback(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Store the feedback row first (the acknowledgement), then apply it."""
-        rid = args["request_id"]
-        row = self.db.read("SELECT query, answer, sources, session_id FROM requests WHERE id = ?",
-                           (rid,)).fetchone()
-        if row is None:
-            raise NotFound(f"no request {rid!r} to give feedback on", request_id=rid)
-        rating, correction = args.get("rating"), args.get("correction")
-        if rating is None and correction is None:
-            raise BadRequest("feedback needs a rating, a correction or both")
-        with self.db.atomic() as c:
-            fid = c.execute("INSERT INTO feedback(request_id, rating, correction, created_at) "
-                            "VALUES (?, ?, ?, ?)", (rid, rating, correction, time.time())).lastrowid
-        out: dict[str, Any] = {"feedback_id": fid, "request_id": rid, "stored": True}
-        if self.memory is not None:
-            used = [int(s["id"]) for s in json.loads(row[2] or "[]")]
-            applied = self.memory.apply_feedback(rid, used, rating, correction, row[0], row[1],
-                                                 row[3])
-            out["memory"] = applied
-        if self.replay is not None:
-            out["replay_updated"] = record_feedback(self.replay, rid, rating, correction,
-                                                    self.cfg.learning)
-        with self.db.atomic() as c:
-            c.execute("UPDATE feedback SET applied_at = ? WHERE id = ?", (time.time(), fid))
-        return out
+        """Store the feedback row first (the acknowledgement), then apply it (feedback.py)."""
+        return self.feedback_log.submit(args, self.cfg.learning)
 
     def close(self) -> None:
         """Flush what is pending (writeback) before the DB closes."""

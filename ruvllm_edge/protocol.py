@@ -1,10 +1,15 @@
 """The wire protocol: one msgpack map per ZeroMQ message (docs/protocol.md).
 
 Everything that touches raw bytes from a client lives here: unpacking with hard
-limits, envelope checks, per-op argument schemas and reply construction. The
-server only ever sees a validated ``Request`` or a ``RuvError`` to send back,
-so an app written in C or Node against docs/protocol.md sees exactly the
-behaviour described there.
+limits, envelope checks, the argument-schema language (``Arg``) and its checker,
+and reply construction. The server only ever sees a validated ``Request`` or a
+``RuvError`` to send back, so an app written in C or Node against
+docs/protocol.md sees exactly the behaviour described there.
+
+Which ops exist and what arguments each takes is not listed here: every op
+declares its own schema next to its code (``server/ops/``), and the server
+passes the table derived from them to ``decode_request``. This module stays
+wire-only and imports nothing from the server.
 """
 
 from __future__ import annotations
@@ -107,10 +112,14 @@ def peek_id(data: bytes, prefix_bytes: int = 4096) -> str | None:
     return None
 
 
-def decode_request(data: bytes, max_message_bytes: int) -> Request:
+Schemas = Mapping[str, Mapping[str, "Arg"]]   # op name -> argument name -> Arg
+
+
+def decode_request(data: bytes, max_message_bytes: int, schemas: Schemas) -> Request:
     """Bytes -> validated envelope. Raises BadRequest/TooLarge/UnknownOp.
 
-    Argument schemas are checked here too, so handlers receive clean data.
+    ``schemas`` is the op table (``server.ops.SCHEMAS``); arguments are checked
+    against it here too, so handlers receive clean data.
     """
     if len(data) > max_message_bytes:
         raise TooLarge(f"message of {len(data)} bytes exceeds the limit of {max_message_bytes}",
@@ -142,9 +151,9 @@ def decode_request(data: bytes, max_message_bytes: int) -> Request:
     extra = set(obj) - {"v", "id", "op", "args"}
     if extra:
         raise BadRequest(f"unknown envelope fields: {', '.join(sorted(map(str, extra)))}")
-    schema = SCHEMAS.get(op)
+    schema = schemas.get(op)
     if schema is None:
-        raise UnknownOp(f"unknown op {op!r}", known=sorted(SCHEMAS))
+        raise UnknownOp(f"unknown op {op!r}", known=sorted(schemas))
     return Request(req_id, op, check_args(op, args, schema))
 
 
@@ -240,52 +249,3 @@ def check_args(op: str, args: Mapping[str, Any], schema: Mapping[str, Arg]) -> d
             continue
         out[name] = _check_one(path, args[name], spec)
     return out
-
-
-CONSTRAINTS = {
-    "max_tokens": Arg(int, lo=1, hi=32_768),
-    "temperature": Arg(NUM, lo=0.0, hi=2.0),
-    "top_p": Arg(NUM, lo=0.0, hi=1.0),
-    "max_latency_ms": Arg(int, lo=1, hi=3_600_000),
-}
-
-SCHEMAS: dict[str, dict[str, Arg]] = {
-    "query": {
-        "query": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
-        "session_id": Arg(str, min_len=1, max_len=MAX_ID_CHARS),
-        "stream": Arg(bool, default=False),
-        "use_memory": Arg(bool, default=True),
-        "constraints": Arg(dict, fields=CONSTRAINTS, max_len=len(CONSTRAINTS)),
-    },
-    "feedback": {
-        "request_id": ID,
-        "rating": Arg(int, lo=1, hi=5),
-        "correction": Arg(str, min_len=1, max_len=TEXT_MAX),
-    },
-    "session.new": {"system_prompt": Arg(str, min_len=1, max_len=8192)},
-    "session.close": {"session_id": ID},
-    "session.history": {"session_id": ID},
-    "cancel": {"request_id": ID},
-    "health": {},
-    "metrics": {},
-    "stats": {},
-    "learn": {"wait": Arg(bool, default=False)},
-    "backup": {"to": Arg(str, min_len=1, max_len=4096)},
-    "memory.add": {
-        "text": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
-        "kind": Arg(str, choices=("document", "fact"), default="document"),
-        "metadata": Arg(dict, max_len=32),
-    },
-    "memory.search": {
-        "query": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
-        "k": Arg(int, lo=1, hi=100, default=10),
-    },
-    "memory.get": {"id": Arg(int, required=True, lo=1, hi=2**62)},
-    "memory.delete": {"id": Arg(int, required=True, lo=1, hi=2**62)},
-    "memory.stats": {},
-    "memory.export": {
-        "after_id": Arg(int, lo=0, hi=2**62, default=0),
-        "limit": Arg(int, lo=1, hi=10_000, default=1000),
-        "include_archived": Arg(bool, default=True),
-    },
-}

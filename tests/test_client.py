@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -50,3 +51,62 @@ def test_stale_replies_are_skipped_and_errors_typed(tmp_path: Path) -> None:
     t.join()
     srv.close(0)
     assert err.value.code == "busy" and err.value.details == {"queue": 1}
+
+
+def test_call_reaches_any_op_by_name_with_keyword_args(tmp_path: Path) -> None:
+    """The generic path: an op the client has no method for needs no client change."""
+    ep = f"ipc://{tmp_path}/s.sock"
+    srv = zmq.Context.instance().socket(zmq.ROUTER)
+    srv.bind(ep)
+    seen: list[dict] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            ident, data = srv.recv_multipart()
+            req = protocol.unpack_reply(data)
+            seen.append(req)
+            srv.send_multipart([ident, protocol.pack(protocol.ok_reply(req["id"], req["args"]))])
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with Client(ep, timeout_s=5) as c:
+        assert c.call("memory.tag", id=7, tag="blue") == {"id": 7, "tag": "blue"}
+        assert c.call("memory.tag", {"id": 8}, tag="red", timeout_s=5) == {"id": 8, "tag": "red"}
+    t.join()
+    srv.close(0)
+    assert [r["op"] for r in seen] == ["memory.tag", "memory.tag"]
+
+
+def test_finished_failed_and_dropped_streams_leave_nothing_pending(tmp_path: Path) -> None:
+    """Client._pending holds a backlog per open stream only: done, error or dropped, it goes."""
+    ep = f"ipc://{tmp_path}/s.sock"
+    srv = zmq.Context.instance().socket(zmq.ROUTER)
+    srv.bind(ep)
+
+    def serve() -> None:
+        for n in range(3):
+            ident, data = srv.recv_multipart()
+            rid = protocol.unpack_reply(data)["id"]
+            for seq in range(2):
+                srv.send_multipart([ident, protocol.pack(protocol.token_event(rid, seq, "x"))])
+            end = (protocol.done_event(rid, {"text": "xx"}) if n != 1 else
+                   protocol.error_reply(rid, {"code": "cancelled", "message": "stop"}))
+            srv.send_multipart([ident, protocol.pack(end)])
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with Client(ep, timeout_s=5) as c:
+        done = c.stream("a")
+        assert list(done) == ["x", "x"] and done.result == {"text": "xx"}
+        assert c._pending == {}
+        failed = c.stream("b")
+        with pytest.raises(ClientError) as err:
+            list(failed)
+        assert err.value.code == "cancelled" and c._pending == {}
+        dropped = c.stream("c")
+        assert next(iter(dropped)) == "x"
+        del dropped
+        gc.collect()
+        assert c._pending == {}
+    t.join()
+    srv.close(0)

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from ruvllm_edge import config, models as catalogue
-from ruvllm_edge.components import Components
+from ruvllm_edge.server.components import Components
 from ruvllm_edge.memory.db import Database
 
 
@@ -63,5 +63,23 @@ def test_idle_jobs_are_registered(tmp_path: Path, models_dir: Path) -> None:
     sched = c.make_scheduler(pipeline=None, engine=engine, on_run=lambda *a: None)
     assert [j.name for j in sched.jobs] == ["router_training", "edge_decay", "eviction",
                                             "compression", "retention"]
+    c.memory.close()
+    db.close()
+
+
+def test_a_reloaded_learning_section_reaches_scheduler_job_and_router(tmp_path: Path,
+                                                                      models_dir: Path) -> None:
+    db = Database(tmp_path / "memory.db")
+    cfg = load(tmp_path, models_dir)
+    c = Components.build(cfg, db, tmp_path)
+    from ruvllm_edge.inference import InferenceEngine
+    sched = c.make_scheduler(pipeline=None, engine=InferenceEngine(cfg.inference, cfg.system,
+                                                                   models_dir),
+                             on_run=lambda *a: None)
+    new = dataclasses.replace(cfg.learning, idle_after_s=5.0, min_train_samples=3,
+                              utility_latency_per_s=0.5)
+    c.apply_learning(new, sched)
+    assert sched.cfg is new and c.learning_job.cfg is new and c.cfg.learning is new
+    assert c.router.train_config.min_train_samples == 3 and c.router.learning is new
     c.memory.close()
     db.close()

@@ -7,6 +7,7 @@ import pytest
 
 from ruvllm_edge import protocol
 from ruvllm_edge.errors import BadRequest, TooLarge, UnknownOp
+from ruvllm_edge.server.ops import SCHEMAS
 
 LIMIT = 1_048_576
 
@@ -15,13 +16,16 @@ def enc(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def decode(data: bytes) -> protocol.Request:
+    return protocol.decode_request(data, LIMIT, SCHEMAS)
+
+
 def req(op: str, args: dict | None = None, **extra: object) -> bytes:
     return enc({"v": 1, "id": "a1", "op": op, "args": args or {}, **extra})
 
 
 def test_valid_request_round_trip() -> None:
-    r = protocol.decode_request(req("query", {"query": "hi", "constraints": {"max_tokens": 5}}),
-                                LIMIT)
+    r = decode(req("query", {"query": "hi", "constraints": {"max_tokens": 5}}))
     assert r.id == "a1" and r.op == "query"
     assert r.args["query"] == "hi" and r.args["constraints"] == {"max_tokens": 5}
     assert r.args["stream"] is False  # defaults are filled in
@@ -42,33 +46,32 @@ def test_valid_request_round_trip() -> None:
 ])
 def test_malformed_envelopes_are_bad_requests(data: bytes, match: str) -> None:
     with pytest.raises(BadRequest, match=match):
-        protocol.decode_request(data, LIMIT)
+        decode(data)
 
 
 def test_ext_types_and_deep_nesting_are_refused() -> None:
     with pytest.raises(BadRequest):
-        protocol.decode_request(enc({"v": 1, "id": "x", "op": "health",
-                                     "args": {"a": msgpack.ExtType(1, b"x")}}), LIMIT)
+        decode(enc({"v": 1, "id": "x", "op": "health",
+                                     "args": {"a": msgpack.ExtType(1, b"x")}}))
     deep: object = 1
     for _ in range(20):
         deep = [deep]
     with pytest.raises(BadRequest, match="nests deeper"):
-        protocol.decode_request(enc({"v": 1, "id": "x", "op": "health", "args": {"a": deep}}),
-                                LIMIT)
+        decode(enc({"v": 1, "id": "x", "op": "health", "args": {"a": deep}}))
 
 
 def test_huge_declared_lengths_do_not_allocate() -> None:
     # A map header claiming 2**32-1 entries, then nothing.
     with pytest.raises(BadRequest):
-        protocol.decode_request(b"\xdf\xff\xff\xff\xff", LIMIT)
+        decode(b"\xdf\xff\xff\xff\xff")
     with pytest.raises(BadRequest):
-        protocol.decode_request(b"\xdb\xff\xff\xff\xff" + b"a" * 10, LIMIT)
+        decode(b"\xdb\xff\xff\xff\xff" + b"a" * 10)
 
 
 def test_oversized_message_is_too_large_and_id_is_peeked() -> None:
     data = enc({"v": 1, "id": "big", "op": "query", "args": {"query": "x" * (LIMIT + 10)}})
     with pytest.raises(TooLarge):
-        protocol.decode_request(data, LIMIT)
+        decode(data)
     assert protocol.peek_id(data) == "big"
     assert protocol.peek_id(b"\xc1garbage") is None
     assert protocol.peek_id(enc({"v": 1, "id": 5})) is None
@@ -76,7 +79,7 @@ def test_oversized_message_is_too_large_and_id_is_peeked() -> None:
 
 def test_unknown_op() -> None:
     with pytest.raises(UnknownOp):
-        protocol.decode_request(req("teleport"), LIMIT)
+        decode(req("teleport"))
 
 
 @pytest.mark.parametrize("op, args, match", [
@@ -100,13 +103,13 @@ def test_unknown_op() -> None:
 ])
 def test_arg_schemas(op: str, args: dict, match: str) -> None:
     with pytest.raises(BadRequest, match=match):
-        protocol.decode_request(req(op, args), LIMIT)
+        decode(req(op, args))
 
 
 def test_every_schema_op_is_documented() -> None:
     from pathlib import Path
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
-    for op in protocol.SCHEMAS:
+    for op in SCHEMAS:
         assert f"`{op}`" in doc, op
 
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+import threading
+import time
+
 import msgpack
 import pytest
 
 from ruvllm_edge import config, protocol
+from ruvllm_edge.learning.scheduler import Job as SchedulerJob
 from ruvllm_edge.server import Daemon, StartupError, TokenBucket, check_endpoint_security
+from ruvllm_edge.server.lanes import Job
+from ruvllm_edge.server.ops import SCHEMAS
 
 
 def test_token_bucket_allows_burst_then_rate() -> None:
@@ -55,62 +62,67 @@ class FakeSocket:
 def daemon(tmp_path: Path, models_dir: Path) -> Daemon:
     cfg = config.load(env={}, data_dir=str(tmp_path / "d"), models_dir=str(models_dir))
     d = Daemon(cfg)
-    d.endpoint = "test"
     yield d
     d.db.close()
-    d._release_lock()
+    d.lock.release()
+
+
+def send(d: Daemon, sock: "FakeSocket", *frames: bytes, accepting: bool = True) -> None:
+    d.transport.on_message(sock, list(frames), accepting)
 
 
 def test_dispatch_inline_ops_and_errors_without_a_socket_loop(daemon: Daemon) -> None:
     s = FakeSocket()
-    daemon._on_message(s, [b"id1", protocol.pack(protocol.make_request("h", "health"))], True)
-    daemon._on_message(s, [b"id1", b"", protocol.pack(protocol.make_request("r", "stats"))], True)
-    daemon._on_message(s, [b"id1", b"\x93garbage"], True)
-    daemon._on_message(s, [b"id1", b"a", b"b", b"c"], True)   # bad framing: error, counted
+    send(daemon, s, b"id1", protocol.pack(protocol.make_request("h", "health")))
+    send(daemon, s, b"id1", b"", protocol.pack(protocol.make_request("r", "stats")))
+    send(daemon, s, b"id1", b"\x93garbage")
+    send(daemon, s, b"id1", b"a", b"b", b"c")   # bad framing: error, counted
     r = s.replies()
     assert r[0]["ok"] and r[0]["id"] == "h" and r[0]["result"]["status"] in ("healthy", "degraded")
     assert s.sent[1][1] == b"" and r[1]["ok"]                 # REQ envelope preserved
     assert r[2]["ok"] is False and r[2]["error"]["code"] == "bad_request"
     assert len(s.sent) == 4 and len(s.sent[3]) == 2           # replied as to a DEALER
     assert r[3]["error"]["code"] == "bad_request" and "frame" in r[3]["error"]["message"]
-    assert sum(daemon.stats()["malformed"].values()) == 2
+    assert sum(r[1]["result"]["malformed"].values()) == 0
+    send(daemon, s, b"id1", protocol.pack(protocol.make_request("again", "stats")))
+    assert sum(s.replies()[-1]["result"]["malformed"].values()) == 2
 
 
 def test_queued_ops_get_busy_when_the_queue_is_full(daemon: Daemon) -> None:
     s = FakeSocket()
     for i in range(daemon.cfg.server.max_queue + 1):
-        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
-            f"q{i}", "query", {"query": "hi"}))], True)
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(
+            f"q{i}", "query", {"query": "hi"})))
     r = s.replies()
     assert len(r) == 1 and r[0]["error"]["code"] == "busy" and r[0]["id"] == f"q{i}"
-    assert daemon.gen_q.qsize() == daemon.cfg.server.max_queue
+    assert daemon.services.lanes.queues["gen"].qsize() == daemon.cfg.server.max_queue
 
 
 def test_shutdown_refuses_new_work_with_busy(daemon: Daemon) -> None:
     s = FakeSocket()
-    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(
-        "q", "query", {"query": "hi"}))], accepting=False)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("q", "query", {"query": "hi"})),
+         accepting=False)
     assert s.replies()[0]["error"]["code"] == "busy"
     assert "shutting down" in s.replies()[0]["error"]["message"]
 
 
 def test_rate_limit_answers_rate_limited(daemon: Daemon) -> None:
-    daemon.rate = TokenBucket(rate=0.001, burst=2)
+    daemon.transport.rate = TokenBucket(rate=0.001, burst=2)
     s = FakeSocket()
     for i in range(3):
-        daemon._on_message(s, [b"c", protocol.pack(protocol.make_request(f"h{i}", "health"))],
-                           True)
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(f"h{i}", "health")))
     codes = [r.get("error", {}).get("code") for r in s.replies()]
     assert codes == [None, None, "rate_limited"]
 
 
 def test_a_crashing_handler_becomes_an_internal_error(daemon: Daemon) -> None:
-    def boom(job: Any) -> dict[str, Any]:
+    def boom(ctx: Any, args: Any) -> dict[str, Any]:
         raise ZeroDivisionError("bug")
 
-    daemon.handlers["stats"] = ("inline", boom)
+    daemon.dispatcher.ops["stats"] = dataclasses.replace(daemon.dispatcher.ops["stats"],
+                                                         execute=boom)
     s = FakeSocket()
-    daemon._on_message(s, [b"c", protocol.pack(protocol.make_request("x", "stats"))], True)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("x", "stats")))
     r = s.replies()[0]
     assert r["ok"] is False and r["error"]["code"] == "internal" and "ZeroDivisionError" in \
         r["error"]["message"]
@@ -128,3 +140,102 @@ def test_corrupt_database_refuses_start_and_names_restore(tmp_path: Path, models
     cfg = config.load(env={}, data_dir=str(d), models_dir=str(models_dir))
     with pytest.raises(StartupError, match="ruvllm-edge restore"):
         Daemon(cfg)
+
+
+def test_a_metrics_scrape_reads_no_table_on_the_socket_thread(daemon: Daemon) -> None:
+    """Node counts come from a snapshot a worker lane refreshes, not from SQL on the loop."""
+    daemon.services.components.memory.add("The blue kayak is in shed four.", kind="fact")
+    statements: list[str] = []
+    daemon.db.reader().set_trace_callback(statements.append)   # this (the socket) thread
+    s = FakeSocket()
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("m1", "metrics")))
+    assert s.replies()[0]["ok"]
+    assert not [q for q in statements if "nodes" in q], statements
+
+    daemon._housekeeping(time.monotonic())        # the loop only queues the refresh ...
+    aux = daemon.services.lanes.queues["aux"]
+    queued = [aux.get_nowait() for _ in range(aux.qsize())]
+    refresh = [j for j in queued if j.req.op == "node_counts"]
+    assert len(refresh) == 1 and refresh[0].task is not None
+    worker = threading.Thread(target=daemon.dispatcher.run_queued, args=(refresh[0],))
+    worker.start()                                # ... a worker runs it
+    worker.join(30)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("m2", "metrics")))
+    assert 'ruvllm_memory_nodes{kind="fact"} 1.0' in s.replies()[1]["result"]["text"]
+    assert not [q for q in statements if "nodes" in q], statements
+    daemon._housekeeping(time.monotonic() + 2)    # not queued again until it is due
+    assert not [j for j in list(aux.queue) if j is not None and j.req.op == "node_counts"]
+
+
+def test_housekeeping_reads_the_job_table_under_its_lock(daemon: Daemon) -> None:
+    done = threading.Event()
+
+    def tick() -> None:
+        daemon._housekeeping(time.monotonic())
+        done.set()
+
+    with daemon.services.lanes.jobs.lock:
+        t = threading.Thread(target=tick)
+        t.start()
+        assert not done.wait(0.3), "the idle-unload check read the job table without its lock"
+    assert done.wait(10)
+    t.join()
+
+
+def call(d: Daemon, op: str, **args: Any) -> dict[str, Any]:
+    """Run one op through the dispatcher on this thread, as its lane's worker would."""
+    req = protocol.decode_request(protocol.pack(protocol.make_request("x", op, args)), 1 << 20,
+                                  SCHEMAS)
+    job = Job(b"c", [], req, req.id, deadline=time.monotonic() + 60)
+    out: list[dict[str, Any]] = []
+    d.dispatcher.run(job, out.append)
+    return out[-1]
+
+
+def test_one_learning_run_at_a_time_and_its_reader_is_released(daemon: Daemon) -> None:
+    entered, gate = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def slow(ctx: Any) -> dict[str, Any]:
+        daemon.db.read("SELECT count(*) FROM nodes").fetchone()   # opens this thread's reader
+        runs.append(1)
+        entered.set()
+        gate.wait(30)
+        return {"done": True}
+
+    daemon.services.scheduler.jobs = [SchedulerJob("slow", slow)]
+    readers = len(daemon.db._readers)
+    first = call(daemon, "learn", wait=False)
+    assert first["ok"] and first["result"]["started"] is True
+    assert entered.wait(10)
+    again = [call(daemon, "learn", wait=False)["result"] for _ in range(4)]
+    assert all(r["started"] is False and r["running"]["job"] == "slow" for r in again), again
+    learners = [t for t in threading.enumerate() if t.name.startswith("learn")]
+    assert len(learners) == 1, learners
+    waited: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: waited.append(call(daemon, "learn", wait=True)))
+    waiter.start()
+    time.sleep(0.2)
+    gate.set()
+    waiter.join(30)
+    learners[0].join(30)
+    assert waited[0]["result"]["jobs"]["slow"]["report"] == {"done": True}
+    assert runs == [1], "wait=true joined the running run instead of starting another"
+    assert len(daemon.db._readers) == readers, "the finished run kept its DB reader"
+
+
+def test_reload_takes_the_live_settings_and_names_the_rest(tmp_path: Path) -> None:
+    from ruvllm_edge.server.lifecycle import LIVE, changed_keys, with_live_settings
+
+    old = config.load(env={}, data_dir=str(tmp_path))
+    new = dataclasses.replace(
+        old, server=dataclasses.replace(old.server, rate_limit_burst=3, max_queue=7),
+        learning=dataclasses.replace(old.learning, idle_after_s=9.0, replay_capacity=50))
+    assert changed_keys(old, new) == ["learning.idle_after_s", "learning.replay_capacity",
+                                      "server.max_queue", "server.rate_limit_burst"]
+    live = with_live_settings(old, new)
+    assert live.server.rate_limit_burst == 3 and live.learning.idle_after_s == 9.0
+    assert live.server.max_queue == old.server.max_queue
+    assert live.learning.replay_capacity == old.learning.replay_capacity
+    assert changed_keys(live, new) == ["learning.replay_capacity", "server.max_queue"]
+    assert "enabled" not in LIVE["learning"] and "max_queue" not in LIVE["server"]

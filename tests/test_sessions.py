@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ruvllm_edge.errors import NotFound
+from ruvllm_edge.errors import Cancelled, NotFound, Timeout
 from ruvllm_edge.memory.db import Database
 from ruvllm_edge.sessions import SessionStore
 
@@ -39,19 +41,51 @@ def test_session_lifecycle(tmp_path: Path) -> None:
     db2.close()
 
 
-def test_the_prompt_the_model_saw_is_replayed_but_history_shows_the_users_text(
-        tmp_path: Path) -> None:
+def test_history_replays_the_users_words_and_keeps_no_memory_block(tmp_path: Path) -> None:
     db = Database(tmp_path / "m.db")
     s = SessionStore(db)
     sid = s.new()
-    s.append(sid, "r1", "What is the gate code?", "7341", None,
-             user_prompt="MEMORY: > The gate code is 7341.\n\nQuestion: What is the gate code?")
-    s.append(sid, "r2", "Thanks", "You're welcome", None, user_prompt="Thanks")
-    assert s.load(sid).history[0] == ("user", "MEMORY: > The gate code is 7341.\n\n"
-                                              "Question: What is the gate code?")
-    assert s.load(sid).history[2] == ("user", "Thanks")
-    turns = s.history(sid)["turns"]
-    assert turns[0]["content"] == "What is the gate code?" and turns[2]["content"] == "Thanks"
-    stored = db.read("SELECT prompt FROM turns WHERE request_id = 'r2' AND role = 'user'").fetchone()
-    assert stored[0] is None   # same as the user's text: not stored twice
+    s.append(sid, "r1", "What is the gate code?", "7341", None)
+    assert s.load(sid).history == [("user", "What is the gate code?"), ("assistant", "7341")]
+    stored = db.read("SELECT prompt FROM turns WHERE session_id = ?", (sid,)).fetchall()
+    assert stored == [(None,), (None,)]
+    db.close()
+
+
+def test_turns_of_one_session_wait_for_each_other_and_locks_go_away(tmp_path: Path) -> None:
+    db = Database(tmp_path / "m.db")
+    s = SessionStore(db)
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with s.turn("a"):
+            inside.set()
+            time.sleep(0.3)
+            order.append("first")
+
+    def second() -> None:
+        inside.wait(5)
+        with s.turn("a"):
+            order.append("second")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(5)
+    with s.turn("b"):                 # another session is not held up
+        order.append("other")
+    for t in threads:
+        t.join(5)
+    assert order == ["other", "first", "second"]
+    assert len(s.locks) == 0          # no lock is kept for idle sessions
+
+    with s.turn("a"):
+        with pytest.raises(Cancelled):
+            with s.turn("a", should_stop=lambda: "cancelled"):
+                pass
+        with pytest.raises(Timeout):
+            with s.turn("a", should_stop=lambda: "timeout"):
+                pass
+    assert len(s.locks) == 0
     db.close()

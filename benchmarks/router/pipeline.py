@@ -112,7 +112,7 @@ class DaemonPipeline:
     """The daemon's own parts, built in-process the way server.Daemon builds them."""
 
     def __init__(self, data_dir: Path, n_threads: int) -> None:
-        from ruvllm_edge.components import Components
+        from ruvllm_edge.server.components import Components
         from ruvllm_edge.config import Config, InferenceConfig, LearningConfig
         from ruvllm_edge.inference import InferenceEngine
         from ruvllm_edge.memory.db import Database

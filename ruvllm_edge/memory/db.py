@@ -212,6 +212,17 @@ class Database:
                 self._readers.append(conn)
         return conn
 
+    def release_reader(self) -> None:
+        """Close this thread's read connection; call it when a short-lived thread ends."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._readers_lock:
+            if conn in self._readers:
+                self._readers.remove(conn)
+        conn.close()
+
     def read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         if self.closed:
             raise StorageError("the database is closed", reason="closed")

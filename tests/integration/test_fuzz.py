@@ -11,7 +11,7 @@ What is fuzzed (case counts are printed at the end of the module):
 - msgpack headers declaring huge strings, binaries, arrays, maps and ext
   payloads, plus ext types themselves;
 - the envelope: every field with wrong types, empty/oversized ids, extra keys;
-- every argument of every op in protocol.SCHEMAS (nested `constraints`
+- every argument of every op in the registry (server.ops.SCHEMAS; nested `constraints`
   included): each wrong type, out-of-range numbers, NaN, bad choices,
   over-long strings, unknown arguments.
 """
@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from conftest import MODELS_DIR, DaemonProcess
 from ruvllm_edge import protocol
 from ruvllm_edge.memory.db import connect
+from ruvllm_edge.server.ops import SCHEMAS
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +135,7 @@ def assert_survived(s: dict[str, Any]) -> None:
 def base_args(op: str) -> dict[str, Any]:
     """The smallest valid args of each op, so a test can break exactly one field."""
     out: dict[str, Any] = {}
-    for name, spec in protocol.SCHEMAS[op].items():
+    for name, spec in SCHEMAS[op].items():
         if spec.required:
             if spec.type is str or spec.type == (str,):
                 out[name] = "x"
@@ -165,7 +166,7 @@ def wrong_types(spec: protocol.Arg) -> st.SearchStrategy[Any]:
 def field_specs() -> list[tuple[str, str, protocol.Arg, dict[str, Any] | None]]:
     """(op, field path, spec, parent map) for every argument, nested ones included."""
     rows = []
-    for op, schema in protocol.SCHEMAS.items():
+    for op, schema in SCHEMAS.items():
         for name, spec in schema.items():
             rows.append((op, f"{op}.{name}", spec, None))
             for sub, subspec in (spec.fields or {}).items():
@@ -227,7 +228,7 @@ def test_random_multi_frame_messages(fz: dict[str, Any]) -> None:
 
 @st.composite
 def truncated(draw: st.DrawFn) -> tuple[bytes, str]:
-    op = draw(st.sampled_from(sorted(protocol.SCHEMAS)))
+    op = draw(st.sampled_from(sorted(SCHEMAS)))
     req_id = draw(st.text(min_size=1, max_size=20))
     args = base_args(op)
     args.update(draw(st.dictionaries(st.sampled_from(["pad"]), st.text(max_size=300), max_size=1)))
@@ -372,10 +373,10 @@ def test_wrong_type_in_every_field_of_every_op(fz: dict[str, Any], op: str, path
                        req_id="nul", field=path)
 
 
-@pytest.mark.parametrize("op", sorted(protocol.SCHEMAS))
+@pytest.mark.parametrize("op", sorted(SCHEMAS))
 def test_unknown_arguments_of_every_op(fz: dict[str, Any], op: str) -> None:
     @settings(FUZZ, max_examples=10)
-    @given(st.text(min_size=1, max_size=30).filter(lambda k: k not in protocol.SCHEMAS[op]),
+    @given(st.text(min_size=1, max_size=30).filter(lambda k: k not in SCHEMAS[op]),
            st.one_of(*CATEGORY.values()))
     def run(key: str, value: Any) -> None:
         args = base_args(op)

@@ -209,6 +209,29 @@ def test_sighup_reloads_safe_settings_and_refuses_a_bad_config(life: dict[str, A
     assert d.proc.poll() is None
 
 
+def test_sighup_with_an_unreadable_config_keeps_serving_and_the_old_settings(
+        life: dict[str, Any]) -> None:
+    """An OSError on reload (here the file became a directory: root reads any file mode,
+    so this stands for PermissionError too) is logged; the daemon and its settings stay."""
+    d = life["dp"]
+    reloaded = log_text(d).count('"msg": "config reloaded"')
+    aside = d.config_path.with_name(d.config_path.name + ".aside")
+    d.config_path.rename(aside)
+    d.config_path.mkdir()
+    try:
+        d.proc.send_signal(signal.SIGHUP)
+        wait_log(d, '"msg": "reload refused: config unreadable"', 1)
+        assert "IsADirectoryError" in log_text(d)
+        assert d.proc.poll() is None
+        assert burst(d.endpoint, 20) == ["ok"] * 20          # the running limits stayed
+    finally:
+        d.config_path.rmdir()
+        aside.rename(d.config_path)
+    d.proc.send_signal(signal.SIGHUP)
+    wait_log(d, '"msg": "config reloaded"', reloaded + 1)
+    assert d.proc.poll() is None
+
+
 def test_sigterm_flushes_writeback_saves_router_and_exits_0(life: dict[str, Any]) -> None:
     d, n = life["dp"], life["notify"]
     c = d.client()
@@ -327,3 +350,46 @@ def test_curve_over_loopback_tcp_end_to_end(tmp_path: Path) -> None:
     finally:
         code = d.stop()
     assert code == 0, d.log()
+
+
+# --------------------------------------------------------------------------- reload of [learning]
+
+
+def learn_report(c: Client) -> dict[str, Any]:
+    return c.learn(wait=True, timeout_s=300)["jobs"]
+
+
+def test_sighup_reaches_the_learning_jobs_and_names_what_needs_a_restart(
+        start_daemon: Any) -> None:
+    base = {"server": FAST["server"], "inference": {"n_threads": 1},
+            "learning": {"enabled": True, "explore_per_run": 0}}
+    d = start_daemon(base)
+    c = d.client()
+    assert learn_report(c)["router_training"]["report"]["train"]["reason"] == \
+        "too few training samples (0 < 16)"
+
+    def reload_with(**changes: dict[str, Any]) -> None:
+        merged = {k: dict(v) for k, v in TEST_CONFIG.items()}
+        for section, values in (*base.items(), *changes.items()):
+            merged.setdefault(section, {}).update(values)
+        write_config(d.config_path, merged)
+        count = log_text(d).count('"msg": "config reloaded"')
+        d.proc.send_signal(signal.SIGHUP)
+        wait_log(d, '"msg": "config reloaded"', count + 1)
+
+    # The router's trainer settings (router.train_config) follow [learning] ...
+    reload_with(learning={"min_train_samples": 5, "replay_capacity": 500},
+                memory={"knn_k": 12})
+    assert learn_report(c)["router_training"]["report"]["train"]["reason"] == \
+        "too few training samples (0 < 5)"
+    restart = [json.loads(line) for line in log_text(d).splitlines()
+               if '"msg": "reload: kept the running value of settings that need a restart"'
+               in line]
+    assert restart and restart[-1]["keys"] == ["learning.replay_capacity", "memory.knn_k"]
+
+    # ... and so do the scheduler's (job_memory_margin_mb: no job fits any more).
+    reload_with(learning={"min_train_samples": 5, "replay_capacity": 500,
+                          "job_memory_margin_mb": 65_536}, memory={"knn_k": 12})
+    jobs = learn_report(c)
+    assert {j["status"] for j in jobs.values()} == {"skipped"}, jobs
+    assert all(j["report"]["reason"] == "memory budget" for j in jobs.values())

@@ -8,58 +8,21 @@ to each other, and how a missing part shows up in health.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import models as catalogue
-from .config import Config
-from .errors import NotFound, RuvError
-from .memory.db import Database
+from .. import models as catalogue
+from ..config import Config, LearningConfig
+from ..errors import RuvError
+from ..memory.db import Database
 
 log = logging.getLogger(__name__)
 
 ROUTER_FILE = "router.npz"
-MEMORY_OPS = ("memory.add", "memory.search", "memory.get", "memory.delete", "memory.stats",
-              "memory.export")
-
-
-def memory_handlers(memory: Any) -> dict[str, tuple[str, Callable[[Any], dict[str, Any]]]]:
-    """Protocol ops over a MemoryStore; they run on the aux lane."""
-
-    def add(job: Any) -> dict[str, Any]:
-        a = job.req.args
-        ids = memory.add(a["text"], kind=a.get("kind", "document"), metadata=a.get("metadata"))
-        return {"ids": ids, "chunks": len(ids)}
-
-    def get(job: Any) -> dict[str, Any]:
-        node = memory.get(job.req.args["id"])
-        if node is None:
-            raise NotFound(f"no memory node {job.req.args['id']}", id=job.req.args["id"])
-        return node
-
-    def delete(job: Any) -> dict[str, Any]:
-        if not memory.delete(job.req.args["id"]):
-            raise NotFound(f"no memory node {job.req.args['id']}", id=job.req.args["id"])
-        return {"id": job.req.args["id"], "deleted": True}
-
-    def export(job: Any) -> dict[str, Any]:
-        a = job.req.args
-        rows, nxt = memory.export(a.get("after_id", 0), a.get("limit", 1000),
-                                  a.get("include_archived", True))
-        return {"nodes": rows, "next_after_id": nxt}
-
-    return {
-        "memory.add": ("aux", add),
-        "memory.search": ("aux", lambda j: {"hits": memory.search(j.req.args["query"],
-                                                                  j.req.args.get("k", 10))}),
-        "memory.get": ("aux", get),
-        "memory.delete": ("aux", delete),
-        "memory.stats": ("aux", lambda j: memory.stats()),
-        "memory.export": ("aux", export),
-    }
 
 
 @dataclass
@@ -72,6 +35,7 @@ class Components:
     router: Any = None
     replay: Any = None
     memory_error: str | None = None   # why the embedder (so memory and router) is missing
+    learning_job: Any = None          # learning.jobs.RouterLearningJob, once make_scheduler ran
 
     @property
     def router_path(self) -> Path:
@@ -83,14 +47,14 @@ class Components:
         if cfg.memory.enabled or cfg.router.enabled:
             c._build_embedder()
         if cfg.memory.enabled and c.embedder is not None:
-            from .memory.store import MemoryStore
+            from ..memory.store import MemoryStore
             c.memory = MemoryStore(db, cfg.memory, c.embedder)
         if cfg.router.enabled and c.embedder is not None:
             c._build_router()
         return c
 
     def _build_embedder(self) -> None:
-        from .embedding import Embedder
+        from ..embedding import Embedder
 
         name = self.cfg.embedding.model
         try:
@@ -111,9 +75,9 @@ class Components:
                       extra={"error": str(exc)})
 
     def _build_router(self) -> None:
-        from .learning.curriculum import initial_router
-        from .learning.replay import ReplayBuffer
-        from .router.policy import Router
+        from ..learning.curriculum import initial_router
+        from ..learning.replay import ReplayBuffer
+        from ..router.policy import Router
 
         t0 = time.monotonic()
         self.router = (Router.load_usable(self.router_path, self.cfg.router)
@@ -131,9 +95,9 @@ class Components:
         """The idle-time jobs: router training, memory edge decay and eviction, log retention."""
         if not self.cfg.learning.enabled:
             return None
-        from .learning.jobs import RouterLearningJob, db_lookup
-        from .learning.judge import judge_answer
-        from .learning.scheduler import IdleScheduler, Job
+        from ..learning.jobs import RouterLearningJob, db_lookup
+        from ..learning.judge import judge_answer
+        from ..learning.scheduler import IdleScheduler, Job
 
         jobs: list[Job] = []
         holder: dict[str, Any] = {}
@@ -160,15 +124,16 @@ class Components:
                                    answer_with=answer_with, judge=judge, lookup=db_lookup(self.db),
                                    max_tokens=self.cfg.inference.max_tokens)
             jobs.append(rj.job())
+            self.learning_job = rj
         if self.memory is not None:
             mem = self.memory
             jobs.append(Job("edge_decay", lambda ctx: {"edges_changed": mem.decay_edges()}))
             jobs.append(Job("eviction", lambda ctx: {"evicted": mem.evict()}))
             if self.cfg.memory.compress_enabled and self.embedder is not None:
-                from .memory.compress import compression_job
+                from ..memory.compress import compression_job
                 jobs.append(compression_job(mem, engine.complete, self.embedder.embed,
                                             self.cfg.memory))
-        from .memory.maintenance import apply_retention   # the logs grow with or without memory
+        from ..memory.maintenance import apply_retention   # the logs grow with or without memory
         jobs.append(Job("retention", lambda ctx: apply_retention(self.db, self.cfg.retention,
                                                                  should_stop=ctx.should_stop)))
         sched = IdleScheduler(self.cfg.learning, jobs, max_memory_mb=self.cfg.system.max_memory_mb,
@@ -194,6 +159,19 @@ class Components:
             out["learning"] = {"status": "healthy", "running": scheduler.running,
                                "idle_s": round(scheduler.idle_for_s(), 1)}
         return out
+
+    def apply_learning(self, learning: LearningConfig, scheduler: Any) -> None:
+        """A reloaded [learning] section reaches every part that copied it at start-up."""
+        from ..learning.trainer import TrainConfig
+
+        self.cfg = dataclasses.replace(self.cfg, learning=learning)
+        if scheduler is not None:
+            scheduler.cfg = learning
+        if self.learning_job is not None:
+            self.learning_job.cfg = learning
+        if self.router is not None:
+            self.router.learning = learning
+            self.router.train_config = TrainConfig.from_configs(self.router.cfg, learning)
 
     def save(self) -> None:
         """Shutdown: persist the router (its weights change only by installed training)."""

@@ -1,0 +1,143 @@
+"""The one dispatcher every op runs through: validate, then execute.
+
+circus's dispatcher is the model. ``admit`` validates a decoded request
+against the daemon's state (op enabled, streaming needs a DEALER, room in its
+lane) and runs it inline or queues it; ``run`` executes the op and maps every
+exception to an error reply with a stable code, so no op can take the socket
+loop or a worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Mapping
+
+import zmq
+
+from .. import protocol
+from ..errors import BadRequest, Busy, Cancelled, Internal, NotFound, RuvError, Timeout
+from ..pipeline import new_request_id
+from .lanes import Job
+from .ops.base import Op, OpContext
+from .services import Services
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class Dispatcher:
+    """Validate, then execute; every exception becomes an error reply."""
+
+    def __init__(self, ops: Mapping[str, Op], services: Services, transport: Transport) -> None:
+        self.ops = dict(ops)     # a copy: tests may swap one op for a faulty one
+        self.s = services
+        self.transport = transport
+
+    # -- validate ----------------------------------------------------------
+
+    def lane_of(self, op: Op) -> str | None:
+        """The op's lane, or None when it is switched off in this daemon."""
+        comps = self.s.components
+        if op.requires == "memory" and comps.memory is None and not comps.memory_error:
+            return None
+        return op.lane
+
+    def admit(self, sock: zmq.Socket, ident: bytes, prefix: list[bytes],
+              req: protocol.Request, accepting: bool) -> None:
+        """Route one decoded request: run it inline, queue it, or refuse it."""
+        op = self.ops.get(req.op)
+        lane = self.lane_of(op) if op is not None else None
+        if op is None or not op.passive:
+            self.s.touch()   # pre-empts idle-time learning within a token
+        if op is None or lane is None:
+            self.transport.send_error(sock, ident, prefix, req.id,
+                                      NotFound(f"op {req.op!r} is not enabled in this daemon"),
+                                      req.op)
+            return
+        if req.args.get("stream") and prefix:
+            self.transport.send_error(sock, ident, prefix, req.id,
+                                      BadRequest("streaming needs a DEALER socket; a REQ socket "
+                                                 "gets one reply per request"), req.op)
+            return
+        request_id = new_request_id() if op.new_request_id else req.id
+        job = Job(ident, prefix, req, request_id)
+        job.deadline = job.enqueued + self.s.cfg.server.request_timeout_ms / 1000
+        if lane == "inline":
+            self.run(job, lambda msg: sock.send_multipart([ident, *prefix, protocol.pack(msg)]),
+                     inline=True)
+            return
+        if not accepting:
+            self.transport.send_error(sock, ident, prefix, req.id,
+                                      Busy("the daemon is shutting down", retry_after_ms=1000),
+                                      req.op)
+            return
+        q = self.s.lanes.queues[lane]
+        if not self.s.lanes.jobs.enqueue(job, q):
+            self.transport.send_error(sock, ident, prefix, req.id,
+                                      Busy(f"{q.maxsize} requests are already queued; retry "
+                                           "later", queue=q.maxsize, retry_after_ms=500), req.op)
+            return
+        self.s.metrics.deferred.set(self.s.lanes.queued())
+
+    # -- execute -----------------------------------------------------------
+
+    def run_queued(self, job: Job) -> None:
+        """A worker's entry point: the daemon's own tasks, or an op replying through PUSH."""
+        if job.task is not None:
+            try:
+                job.task()
+            except Exception:  # noqa: BLE001 - a failing task must not kill its worker
+                log.exception("background task failed", extra={"task": job.req.op})
+            return
+        self.run(job, lambda msg: self.transport.worker_send(job.ident, job.prefix, msg))
+
+    def run(self, job: Job, send: Send, inline: bool = False) -> None:
+        """Run an op and send its reply; every exception becomes an error reply."""
+        name = job.req.op
+        op = self.ops[name]
+        m = self.s.metrics
+        t0 = time.perf_counter()
+        status = "ok"
+        try:
+            if job.cancel.is_set():
+                raise Cancelled("the request was cancelled before it started")
+            if time.monotonic() > job.deadline:
+                raise Timeout("the request waited in the queue past its deadline",
+                              waited_ms=round((time.monotonic() - job.enqueued) * 1000))
+            job.started = True
+            if not inline:
+                m.processing.inc()
+            try:
+                result = op.execute(OpContext(self.s, job, send), job.req.args)
+            finally:
+                if not inline:
+                    m.processing.dec()
+            if job.req.args.get("stream"):
+                send(protocol.done_event(job.req.id, result))
+            else:
+                send(protocol.ok_reply(job.req.id, result))
+        except RuvError as exc:
+            status = "error"
+            m.errors.labels(exc.code).inc()
+            if exc.code == "internal":
+                log.error("request failed", extra={"op": name, "error": exc.message})
+            send(protocol.error_reply(job.req.id, exc.to_wire()))
+        except Exception as exc:  # noqa: BLE001 - no op may crash the daemon
+            status = "error"
+            log.exception("handler crashed", extra={"op": name})
+            err = Internal(f"internal error in {name}: {type(exc).__name__}")
+            m.errors.labels(err.code).inc()
+            send(protocol.error_reply(job.req.id, err.to_wire()))
+        finally:
+            dt = time.perf_counter() - t0
+            if not op.passive:
+                self.s.touch()  # idle time counts from the end of the last request
+            m.requests.labels(name, status).inc()
+            m.latency.labels(name).observe(dt)
+            if not op.passive:
+                log.info("request", extra={"op": name, "id": job.req.id, "status": status,
+                                           "ms": round(dt * 1000, 1)})
+
