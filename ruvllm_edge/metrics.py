@@ -57,6 +57,8 @@ class Metrics:
                                    ["status"], registry=r)
         self.memory_nodes = Gauge("ruvllm_memory_nodes", "Memory nodes, by kind", ["kind"],
                                   registry=r)
+        self.table_rows = Gauge("ruvllm_table_rows", "Rows per table of the SQLite file (logs and nodes)",
+                                ["table"], registry=r)
         self.writeback_queue = Gauge("ruvllm_writeback_queue", "Interactions waiting for writeback",
                                      registry=r)
         self.learning_jobs = Counter("ruvllm_learning_jobs_total", "Idle-time jobs run, by outcome",

@@ -146,7 +146,7 @@ class Components:
         if self.cfg.memory.enabled:
             if self.memory is not None:
                 out["memory"] = {"status": "healthy", "index_entries": len(self.memory.index),
-                                 "writeback_queued": self.memory._wb.depth()}
+                                 "writeback_queued": self.memory.writeback_depth()}
             else:
                 out["memory"] = {"status": "degraded", "error": self.memory_error}
         if self.cfg.router.enabled:

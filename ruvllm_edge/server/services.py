@@ -41,6 +41,7 @@ class Services:
     endpoint: str = ""
     confidence_ema: float = 1.0         # the RouterLowConfidence alert reads its gauge
     node_counts: dict[str, int] = field(default_factory=dict)   # kind -> nodes, refreshed on aux
+    table_rows: dict[str, int] = field(default_factory=dict)    # table -> rows, refreshed on aux
 
     def touch(self) -> None:
         """A request arrived or ended: idle-time learning yields and the idle clock restarts."""
@@ -56,5 +57,5 @@ class Services:
         m.quality.set(self.pipeline.recent_quality)
         mem = self.components.memory
         if mem is not None:
-            m.writeback_queue.set(mem._wb.depth())
+            m.writeback_queue.set(mem.writeback_depth())
         m.deferred.set(self.lanes.queued())

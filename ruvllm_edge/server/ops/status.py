@@ -99,19 +99,22 @@ def metrics(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     s.update_gauges()
     for kind, n in s.node_counts.items():
         s.metrics.memory_nodes.labels(kind).set(n)
+    for table, n in s.table_rows.items():
+        s.metrics.table_rows.labels(table).set(n)
     return {"text": s.metrics.render()}
 
 
-def nodes_by_kind(memory: Any) -> dict[str, int]:
-    """Memory nodes per kind. A scan of the nodes table: call it on a worker lane."""
-    return {str(k): int(n) for k, n in memory.db.read(
-        "SELECT kind, count(*) FROM nodes GROUP BY kind")}
-
-
 def refresh_node_counts(s: Services) -> None:
-    """A periodic task on the aux lane (server/tasks.py): the snapshot a scrape reads."""
+    """A periodic task on the aux lane (server/tasks.py): the snapshot a scrape reads.
+
+    Both come from trigger-kept counters (memory/maintenance.py), so this is
+    cheap; it still runs on a worker so the socket thread never reads SQLite.
+    """
+    from ...memory.maintenance import table_rows
+
     if s.components.memory is not None:
-        s.node_counts = nodes_by_kind(s.components.memory)
+        s.node_counts = s.components.memory.counts_by_kind()
+    s.table_rows = table_rows(s.db)
 
 
 def cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
