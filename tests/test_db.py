@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,34 @@ def test_backup_api_snapshot_is_consistent(tmp_path: Path) -> None:
     assert copy.check_integrity() == "ok"
     assert copy.read("SELECT id FROM sessions").fetchall() == [("a",)]
     copy.close()
+
+
+def test_fts_index_follows_inserts_updates_and_cascades(db: Any) -> None:
+    """0006: the BM25 index changes in the same transaction as the nodes."""
+    def add(text: str, parent: int | None = None) -> int:
+        with db.atomic() as c:
+            return int(c.execute(
+                "INSERT INTO nodes(kind, source, text, text_hash, created_at, last_access_at, trust, "
+                "parent_id) VALUES ('document', 'user', ?, ?, 0, 0, 0.8, ?)",
+                (text, text, parent)).lastrowid)
+
+    def match(q: str) -> list[int]:
+        return [r[0] for r in db.read("SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH ? "
+                                      "ORDER BY rowid", (q,))]
+
+    first = add("House notes")
+    child = add("Tomatoes were planted in April", first)
+    assert match("planting") == [child]                    # porter stemming
+    with db.atomic() as c:
+        c.execute("UPDATE nodes SET text = 'The shed key is red' WHERE id = ?", (child,))
+    assert match("tomatoes") == [] and match("shed") == [child]
+    with pytest.raises(RuntimeError):
+        with db.atomic() as c:
+            c.execute("UPDATE nodes SET text = 'gone' WHERE id = ?", (child,))
+            raise RuntimeError("rolled back")
+    assert match("shed") == [child]
+    with db.atomic() as c:
+        c.execute("DELETE FROM nodes WHERE id = ?", (first,))   # cascades to the child
+    assert match("shed") == [] and match("house") == []
+    db.read("INSERT INTO nodes_fts(nodes_fts) VALUES ('integrity-check')")
+    assert db.read("SELECT count(*) FROM nodes_fts_vocab").fetchone()[0] == 0
