@@ -117,7 +117,13 @@ class MemoryConfig:
     coarse_factor: int = _f(20, 1, 1000)
     graph_hops: int = _f(2, 0, 2)
     hop_decay: float = _f(0.5, 0.0, 1.0)
-    max_candidates: int = _f(48, 1, 10_000)
+    # Graph-expanded candidates beyond the hits of both pools.
+    max_candidates: int = _f(48, 0, 10_000)
+    # Candidate pools: dense KNN hits and BM25 (FTS5) hits, fused before ranking.
+    dense_candidates: int = _f(40, 1, 10_000)
+    lexical_candidates: int = _f(40, 0, 10_000)
+    # The best fused hits the graph step expands from (neighbouring lines and turns).
+    expand_seeds: int = _f(8, 0, 1000)
     attention_heads: int = _f(4, 1, 16)
     dedup_cosine: float = _f(0.95, 0.5, 1.0)
     same_topic_cosine: float = _f(0.6, 0.0, 1.0)
@@ -260,6 +266,23 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class AnswerConfig:
+    # grounded: answer personal questions only from records that support them,
+    #   decline otherwise, write back only grounded answers (docs/answers.md).
+    # naive: the records in the prompt and whatever the model says (the
+    #   baseline the benchmarks compare against; it invents and learns it).
+    policy: str = _f("grounded", choices=("grounded", "naive"))
+    # Support floors fitted on the development notes (benchmarks/bench_answers.py --fit).
+    min_cosine: float = _f(0.40, 0.0, 1.0)
+    min_cover: float = _f(0.20, 0.0, 1.0)
+    # Records at most this long are quoted as the answer instead of generating
+    # (a 135M model copies a value less reliably than a quote gives it).
+    quote_max_words: int = _f(40, 0, 10_000)
+    # Supporting records shown to the model when it generates.
+    max_records: int = _f(4, 1, 64)
+
+
+@dataclass(frozen=True)
 class BackupConfig:
     # Default target for the nightly backup ("" = <data_dir>/backups).
     dir: str = _f("")
@@ -273,6 +296,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
@@ -291,7 +315,8 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "system": SystemConfig, "server": ServerConfig, "inference": InferenceConfig,
-    "embedding": EmbeddingConfig, "memory": MemoryConfig, "router": RouterConfig,
+    "embedding": EmbeddingConfig, "memory": MemoryConfig, "answer": AnswerConfig,
+    "router": RouterConfig,
     "learning": LearningConfig, "backup": BackupConfig, "retention": RetentionConfig,
 }
 

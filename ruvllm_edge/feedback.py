@@ -70,12 +70,12 @@ class FeedbackLog:
     def _apply(self, fid: int, rid: str, rating: int | None, correction: str | None,
                learning: LearningConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        row = self.db.read("SELECT query, answer, sources, session_id FROM requests "
+        row = self.db.read("SELECT query, answer, sources, session_id, status FROM requests "
                            "WHERE id = ?", (rid,)).fetchone()
         if row is not None and self.memory is not None:
             used = [int(s["id"]) for s in json.loads(row[2] or "[]")]
             out["memory"] = self.memory.apply_feedback(rid, used, rating, correction, row[0],
-                                                       row[1], row[3])
+                                                       row[1], row[3], finish_reason=row[4])
         if self.replay is not None:
             out["replay_updated"] = record_feedback(self.replay, rid, rating, correction, learning)
         with self.db.atomic() as c:

@@ -33,7 +33,9 @@ from .feedback import FeedbackLog
 from .inference import Generation, InferenceEngine
 from .learning.explore import Outcome
 from .learning.utility import ReplaySample
-from .memory.context import pack_context, render_memory
+from .answer import compose, policy, support
+from .answer.prompt import fit_notes, notes_turn, strip_framing
+from .answer.text import capitalised_names
 from .memory.db import Database
 from .memory.retrieval import Candidate, Retrieval
 from .memory.writeback import Interaction
@@ -70,6 +72,9 @@ class Answer:
     gen: Generation | None = None
     cut_ids: list[int] = field(default_factory=list)
     dropped_ids: list[int] = field(default_factory=list)
+    plan: str = "general"          # answer | decline | general (answer/policy.py)
+    grounded: bool = False         # generated and every value found in a user-given record
+    fallback: bool = False         # generated, not grounded, so the record was quoted instead
 
     @property
     def completion_tokens(self) -> int:
@@ -113,37 +118,9 @@ def trusted_hit(cands: Sequence[Candidate], similarity_margin: float = 0.1) -> C
     return None
 
 
-def prompt_records(cands: Sequence[Candidate], k: int, relative_relevance: float,
-                   similarity_margin: float) -> list[Candidate]:
-    """The top-k records worth showing a small model, best first.
-
-    Near misses confuse a 135M model (it answers with the neighbour's value),
-    so records well below the best one by relevance - or, for direct hits, by
-    similarity - stay out even when the router asked for more. And when a
-    record the user vouched for (a correction or a fact, trust >= 0.9) matches,
-    earlier model answers yield to it: a wrong answer phrased exactly like the
-    question would otherwise out-match the fact that corrects it.
-    """
-    if not cands or k <= 0:
-        return []
-    floor = max(c.relevance for c in cands) * relative_relevance
-    pool = [c for c in cands if c.relevance >= floor]
-    if any(c.trust >= MEMORY_ANSWER_MIN_TRUST and c.similarity >= MEMORY_ANSWER_MIN_SIM
-           for c in pool):
-        pool = [c for c in pool if c.source != "model"]
-    hits = [c.similarity for c in pool if c.hop == 0]
-    best_sim = max(hits) if hits else 0.0
-    return [c for c in pool if c.hop > 0 or c.similarity >= best_sim - similarity_margin][:k]
-
-
-def memory_turn(memory_block: str, query: str) -> str:
-    """The user turn with memory: quoted records first, the question last."""
-    return f"{memory_block}\n\nQuestion: {query}"
-
-
 def source_row(c: Candidate) -> dict[str, Any]:
     return {"id": c.id, "kind": c.kind, "preview": c.text[:PREVIEW_CHARS],
-            "relevance": round(float(c.relevance), 4)}
+            "relevance": round(float(c.relevance), 4), "source": c.source}
 
 
 class Pipeline:
@@ -204,33 +181,89 @@ class Pipeline:
     def _answer(self, query: str, system_base: str, history: Sequence[tuple[str, str]],
                 retrieval: Retrieval | None, decision: Any, *,
                 on_token: Callable[[str], None] | None, should_stop: StopCheck) -> Answer:
+        """Plan (answer / decline / general), then quote, generate or decline (docs/answers.md)."""
         cands = list(retrieval.candidates) if retrieval else []
-        max_tokens = decision.max_tokens
-        if decision.mode == "memory":
-            hit = trusted_hit(cands, self.cfg.memory.similarity_margin)
-            if hit is not None:
-                if on_token:
-                    on_token(hit.text)
-                return Answer(hit.text, "memory", [hit])
-        used = prompt_records(cands, decision.context_k, self.cfg.memory.relative_relevance,
-                              self.cfg.memory.similarity_margin)
-        user = query
-        packed = None
-        if used and self.cfg.memory.context_budget_tokens > 0:
-            packed = pack_context(used, self.cfg.memory.context_budget_tokens,
-                                  self.engine.count_tokens)
-            if packed.node_ids:
-                # The records go in the user turn, right before the question:
-                # SmolLM2 answered 94 % of memory questions right this way and
-                # 79 % with the same records in the system prompt.
-                user = memory_turn(render_memory(packed), query)
-        plan = self.engine.plan(system_base, history, user, max_tokens)
-        gen = self.engine.generate(plan, temperature=decision.temperature, top_p=decision.top_p,
+        if self.cfg.answer.policy == "naive":
+            return self._naive(query, system_base, history, cands, decision, on_token, should_stop)
+        said = compose.statements(history)
+        if retrieval is None and not said:
+            return self._generate(query, system_base, history, [], decision, on_token, should_stop,
+                                  plan="general")
+        records = [compose.record_of(c) for c in cands]
+        vocab = support.Vocabulary(dict(retrieval.df) if retrieval else {},
+                                   retrieval.n_docs if retrieval else 0)
+        session = self._session_records(query, said)
+        acfg = self.cfg.answer
+        plan = policy.plan(query, records, vocab, session,
+                           known_names=capitalised_names([r.text for r in records]),
+                           min_cosine=acfg.min_cosine, min_cover=acfg.min_cover)
+        if plan.action == "decline":
+            if on_token:
+                on_token(policy.DECLINE)
+            return Answer(policy.DECLINE, "declined", plan="decline")
+        if plan.action == "general":
+            return self._generate(query, system_base, history, [], decision, on_token, should_stop,
+                                  plan="general")
+        by_id = {c.id: c for c in cands}
+        chosen = list(plan.records[:acfg.max_records])
+        sources = [by_id[r.id] for r in chosen if r.id in by_id]
+        if compose.should_quote(plan, decision.mode, acfg.quote_max_words):
+            return self._quote(chosen[0], by_id, on_token, fallback=False)
+        ans = self._generate(query, system_base, history, chosen, decision, None, should_stop,
+                             plan="answer")
+        if ans.finish_reason in ("cancelled", "timeout"):
+            return ans
+        text, grounded = compose.accept_generated(ans.text, chosen, query)
+        if not grounded:
+            return self._quote(chosen[0], by_id, on_token, fallback=True)
+        if on_token:
+            on_token(text)
+        return dataclasses.replace(ans, text=text, sources=sources, grounded=True)
+
+    def _quote(self, r: policy.Record, by_id: dict[int, Candidate],
+               on_token: Callable[[str], None] | None, *, fallback: bool) -> Answer:
+        text = compose.quote(r)
+        if on_token:
+            on_token(text)
+        return Answer(text, "memory", [by_id[r.id]] if r.id in by_id else [], plan="answer",
+                      fallback=fallback)
+
+    def _session_records(self, query: str, said: list[str]) -> list[policy.Record]:
+        """The user's statements earlier in this session, with their cosine to the question."""
+        if not said or self.embedder is None:
+            return []
+        vecs = self.embedder.embed_batch(said)                   # (n, d)
+        q = self.embedder.embed(query)                           # (d,)
+        return compose.session_records(said, (vecs @ q).tolist())
+
+    def _generate(self, query: str, system_base: str, history: Sequence[tuple[str, str]],
+                  records: Sequence[policy.Record], decision: Any,
+                  on_token: Callable[[str], None] | None, should_stop: StopCheck, *,
+                  plan: str) -> Answer:
+        """The model's answer, with ``records`` (best first) right before the question."""
+        notes = compose.notes(records)
+        kept, dropped = (fit_notes(notes, query, self.cfg.memory.context_budget_tokens,
+                                   self.engine.count_tokens)
+                         if notes and self.cfg.memory.context_budget_tokens > 0 else ([], []))
+        # The records go in the user turn, right before the question: SmolLM2
+        # answered 94 % of memory questions right this way and 79 % with the
+        # same records in the system prompt.
+        user = notes_turn(kept, query)
+        gplan = self.engine.plan(system_base, history, user, decision.max_tokens)
+        gen = self.engine.generate(gplan, temperature=decision.temperature, top_p=decision.top_p,
                                    on_token=on_token, should_stop=should_stop)
-        in_prompt = set(packed.node_ids) if packed else set()
-        return Answer(gen.text, gen.finish_reason, [c for c in used if c.id in in_prompt],
-                      gen, list(packed.cut) if packed else [],
-                      list(packed.dropped) if packed else [])
+        return Answer(strip_framing(gen.text) if gen.finish_reason not in ("cancelled", "timeout")
+                      else gen.text, gen.finish_reason, [], gen, [], list(dropped), plan=plan)
+
+    def _naive(self, query: str, system_base: str, history: Sequence[tuple[str, str]],
+               cands: list[Candidate], decision: Any, on_token: Callable[[str], None] | None,
+               should_stop: StopCheck) -> Answer:
+        """The baseline: the top records in the prompt, whatever the model says is kept."""
+        used = cands[:decision.context_k]
+        recs = [compose.record_of(c) for c in used]
+        ans = self._generate(query, system_base, history, recs, decision, on_token, should_stop,
+                             plan="naive")
+        return dataclasses.replace(ans, sources=used, grounded=True)
 
     # ------------------------------------------------------------------ query
 
@@ -319,7 +352,8 @@ class Pipeline:
             "context": {"trimmed_turns": gen.trimmed_turns if gen else 0,
                         "max_tokens_clipped": gen.max_tokens_clipped if gen else False,
                         "memory_nodes": len(ans.sources), "cut_nodes": ans.cut_ids,
-                        "dropped_nodes": ans.dropped_ids},
+                        "dropped_nodes": ans.dropped_ids, "plan": ans.plan,
+                        "grounded": ans.grounded, "fallback": ans.fallback},
         }
         if retrieval is not None:
             result["context"]["retrieval_ms"] = {k: round(v, 2) for k, v in
@@ -339,12 +373,15 @@ class Pipeline:
                       use_memory: bool) -> None:
         """Learning hand-offs; a failure here must never fail the answered request."""
         try:
-            # A query that opted out of memory is not remembered either.
+            # A query that opted out of memory is not remembered either. Only
+            # a grounded answer becomes a qa_pair (writeback.py checks the
+            # flag); the others only count the use of the records shown.
             if (self.memory is not None and qvec is not None and use_memory
-                    and ans.finish_reason != "memory"):
+                    and ans.finish_reason not in ("memory", "declined")):
                 self.memory.record_interaction(Interaction(
                     request_id=request_id, session_id=sid, query=query, answer=ans.text,
-                    query_vec=qvec, used_node_ids=[c.id for c in ans.sources], quality=quality))
+                    query_vec=qvec, used_node_ids=[c.id for c in ans.sources], quality=quality,
+                    grounded=ans.grounded))
             if self.replay is not None and x is not None:
                 self.replay.add(ReplaySample(
                     request_id=request_id, features=x, context_class=decision.context_class,

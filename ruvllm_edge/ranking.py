@@ -45,17 +45,23 @@ import numpy as np
 from numba import njit
 
 RELATIONS = ("hit", "follows", "same_topic", "answered_by", "cites", "contains", "derived")
+# Evidence features (added in version 2): ``lexical`` is 1 for a record the
+# BM25 (FTS5) pool found, ``cover`` the idf-weighted share of the question's
+# content words the record holds. Dense similarity alone cannot tell "the
+# front gate code" from "the garage code"; shared rare words can.
+EVIDENCE = ("lexical", "cover")
 FEATURES = tuple(f"rel_{r}" for r in RELATIONS) + (
-    "path_weight", "recency", "log_age", "hop", "trust", "quality", "prop_sim")
+    "path_weight", "recency", "log_age", "hop", "trust", "quality", "prop_sim") + EVIDENCE
 N_FEATURES = len(FEATURES)
 _F = {name: i for i, name in enumerate(FEATURES)}
 RECENCY_DAYS = 30.0
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
 
 
 def edge_features(relations: Sequence[str], path_weight: np.ndarray, age_days: np.ndarray,
                   hop: np.ndarray, trust: np.ndarray, quality: np.ndarray,
-                  prop_sim: np.ndarray) -> np.ndarray:
+                  prop_sim: np.ndarray, lexical: np.ndarray | None = None,
+                  cover: np.ndarray | None = None) -> np.ndarray:
     """Per-candidate feature rows. All inputs (n,) -> (n, N_FEATURES) float32."""
     n = len(relations)
     e = np.zeros((n, N_FEATURES), dtype=np.float32)                  # (n, F)
@@ -69,6 +75,10 @@ def edge_features(relations: Sequence[str], path_weight: np.ndarray, age_days: n
     e[:, _F["trust"]] = trust
     e[:, _F["quality"]] = quality
     e[:, _F["prop_sim"]] = prop_sim
+    if lexical is not None:
+        e[:, _F["lexical"]] = lexical
+    if cover is not None:
+        e[:, _F["cover"]] = cover
     assert np.all(np.isfinite(e))
     return e
 
@@ -126,33 +136,27 @@ class RankingParams:
         return p
 
 
-# Emphasis of each initial head: (beta, trust weight). Different starting points
-# break the symmetry between heads so that feedback can specialise them.
+# Initial parameters: one logistic model of "this record answers the question",
+# fitted by ``benchmarks/fit_ranking.py`` on the development split only (the
+# dev house notes and the LoCoMo ``fit`` conversations; results/fit_ranking.json).
+# Every head starts identical, so before any feedback the relevance of a
+# candidate is exactly sigmoid(z - sink): a calibrated probability that does
+# not depend on which other candidates were retrieved (``min_relevance`` means
+# the same for every query). Feedback then moves the heads apart.
 # MiniLM cosines: paraphrases ~0.75-0.9, same topic ~0.4-0.55, unrelated < 0.2.
-REF_COSINE = 0.5
-_HEAD_STYLES = ((16.0, 2.5), (13.0, 4.0), (19.0, 1.5), (16.0, 2.5))
+FITTED = {"bias": -7.0, "cosine": 9.0, "lexical": 0.8, "cover": 3.0, "trust": 1.5,
+          "hop": -1.0, "prop_sim": 1.0}
+FITTED_ON = "placeholder"
 
 
 def initial_params(heads: int = 4) -> RankingParams:
-    """Parameters that rank by similarity and trust before any feedback."""
-    beta = np.zeros(heads)
+    """Parameters that rank by similarity, shared words and trust before any feedback."""
+    beta = np.full(heads, FITTED["cosine"])
     U = np.zeros((heads, N_FEATURES))
-    for h in range(heads):
-        b, t = _HEAD_STYLES[h % len(_HEAD_STYLES)]
-        beta[h] = b
-        U[h, _F["trust"]] = t
-        U[h, _F["quality"]] = 0.5
-        U[h, _F["prop_sim"]] = 2.0
-        U[h, _F["path_weight"]] = 0.5
-        U[h, _F["hop"]] = -1.0
-        U[h, _F["recency"]] = 0.25 if h == 3 else 0.0
-        U[h, _F["rel_derived"]] = 0.5 if h == 3 else 0.0
-    # Calibrate each sink: a fresh model answer (qa_pair: trust 0.4, quality 0.8)
-    # hit at cosine REF_COSINE gets relevance 0.5 from every head.
-    ref = edge_features(["hit"], np.array([1.0]), np.array([0.0]), np.array([0]),
-                        np.array([0.4]), np.array([0.8]), np.array([REF_COSINE]))[0]
-    sink = beta * REF_COSINE + U @ ref
-    return RankingParams(beta, U, sink, np.zeros(heads))
+    for name in ("lexical", "cover", "trust", "hop", "prop_sim"):
+        U[:, _F[name]] = FITTED[name]
+    sink = np.full(heads, -FITTED["bias"])
+    return RankingParams(beta, U, sink, np.zeros(heads), meta={"fitted_on": FITTED_ON})
 
 
 # ---------------------------------------------------------------------------

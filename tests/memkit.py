@@ -61,8 +61,10 @@ def clustered(n: int, d: int = D, clusters: int | None = None, noise: float = 0.
 
 
 def inter(rid: str, q: str, a: str, quality: float = 0.9, session: str | None = "s1",
-          used: Sequence[int] = ()) -> Interaction:
-    return Interaction(rid, session, q, a, np.zeros(D, np.float32), list(used), quality, time.time())
+          used: Sequence[int] = (), grounded: bool = True) -> Interaction:
+    """An answered interaction; grounded (the only kind writeback stores) unless told otherwise."""
+    return Interaction(rid, session, q, a, np.zeros(D, np.float32), list(used), quality, time.time(),
+                       grounded)
 
 
 def add_old(store: MemoryStore, emb: Embedder, texts: list[str], kind: str = "qa_pair",

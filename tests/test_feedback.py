@@ -56,7 +56,7 @@ class BrokenMemory:
     def __init__(self) -> None:
         self.calls = 0
 
-    def apply_feedback(self, *args: Any) -> dict[str, Any]:
+    def apply_feedback(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls += 1
         raise OSError("disk I/O error")
 

@@ -55,7 +55,8 @@ def test_retrieve_expands_over_edges_and_reports_stats(db: Database, emb: Embedd
         assert r3.stats["n_hits"] == 3 and r3.stats["hits_by_kind"]["fact"] == 1
         assert set(r3.timings_ms) == {"knn", "expand", "rank"}
         # with k=1 hit, two hops reach b (cites) and then c (same_topic)
-        one_hit = Retriever(db, IndexSync(db), MemoryConfig(graph_hops=2, knn_k=1, min_relevance=0.0))
+        one_hit = Retriever(db, IndexSync(db), MemoryConfig(graph_hops=2, knn_k=1, min_relevance=0.0,
+                                                     dense_candidates=1, lexical_candidates=0))
         g = one_hit.gather(emb.embed(q), 1)
         hops = dict(zip(g.ids, g.hop.tolist()))
         rel = dict(zip(g.ids, g.relation))

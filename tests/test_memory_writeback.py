@@ -101,12 +101,15 @@ def test_quality_gate_and_qa_text(db: Database, emb: Embedder) -> None:
     try:
         store.record_interaction(inter("good", "What colour is the sky?", "Blue on a clear day.", 0.8))
         store.record_interaction(inter("bad", "What is 2+2?", "Five.", 0.3))
+        # An answer not grounded in a user-given record is never written, whatever its quality.
+        store.record_interaction(inter("made-up", "What is our vet's phone?", "It is 123-456-7890.",
+                                       0.95, grounded=False))
         store.flush()
-        rows = db.read("SELECT kind, source, text, request_id, quality, trust FROM nodes").fetchall()
+        rows = db.read("SELECT kind, source, text, request_id, quality, trust, metadata FROM nodes").fetchall()
         assert rows == [("qa_pair", "model", "Q: What colour is the sky?\nA: Blue on a clear day.", "good",
-                         0.8, 0.4)]
+                         0.8, 0.4, '{"grounded": true}')]
         s = store.stats()
-        assert s["qa_written"] == 1 and s["qa_gated"] == 1
+        assert s["qa_written"] == 1 and s["qa_gated"] == 2
     finally:
         store.close()
 

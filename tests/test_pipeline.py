@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 from ruvllm_edge.memory.retrieval import Candidate
-from ruvllm_edge.pipeline import (heuristic_quality, memory_turn, prompt_records, source_row,
-                                  trusted_hit)
+from ruvllm_edge.pipeline import heuristic_quality, source_row, trusted_hit
 
 
 def cand(i: int, sim: float, rel: float, trust: float = 0.8, source: str = "user",
          kind: str = "document", hop: int = 0) -> Candidate:
     return Candidate(id=i, kind=kind, text=f"record {i}", trust=trust, quality=0.8,
                      similarity=sim, relevance=rel, hop=hop, created_at=0.0, source=source)
-
-
-def test_records_far_below_the_best_stay_out() -> None:
-    cs = [cand(1, 0.86, 0.99), cand(2, 0.80, 0.98), cand(3, 0.70, 0.97), cand(4, 0.85, 0.30)]
-    assert [c.id for c in prompt_records(cs, 4, 0.5, 0.1)] == [1, 2]
-    assert [c.id for c in prompt_records(cs, 1, 0.5, 0.1)] == [1]
-    assert [c.id for c in prompt_records(cs, 4, 0.0, 2.0)] == [1, 2, 3, 4]
-    assert prompt_records(cs, 0, 0.5, 0.1) == [] and prompt_records([], 4, 0.5, 0.1) == []
-
-
-def test_graph_neighbours_are_judged_by_relevance_not_similarity() -> None:
-    cs = [cand(1, 0.9, 0.99), cand(2, 0.2, 0.9, hop=1)]
-    assert [c.id for c in prompt_records(cs, 4, 0.5, 0.1)] == [1, 2]
-
-
-def test_model_answers_yield_to_a_matching_trusted_fact() -> None:
-    wrong = cand(1, 0.97, 0.99, trust=0.4, source="model", kind="qa_pair")
-    fact = cand(2, 0.80, 0.98, trust=1.0, source="feedback", kind="fact")
-    other = cand(3, 0.78, 0.97, trust=0.8)
-    assert [c.id for c in prompt_records([wrong, fact, other], 4, 0.5, 0.1)] == [2, 3]
-    weak_fact = cand(2, 0.40, 0.98, trust=1.0, source="feedback", kind="fact")
-    assert [c.id for c in prompt_records([wrong, weak_fact], 4, 0.5, 0.1)] == [1]
 
 
 def test_trusted_hit_needs_trust_similarity_and_no_clearly_better_record() -> None:
@@ -53,8 +30,7 @@ def test_heuristic_quality_keeps_bad_answers_out_of_memory() -> None:
     assert heuristic_quality("The gate code is 7341.", "memory", 0) == 1.0
 
 
-def test_memory_turn_puts_the_question_last_and_sources_are_previews() -> None:
-    turn = memory_turn("MEMORY: ...\nEND MEMORY", "What is the code?")
-    assert turn.endswith("Question: What is the code?") and turn.startswith("MEMORY")
+def test_sources_are_previews_with_their_provenance() -> None:
     row = source_row(cand(7, 0.9, 0.87654321))
-    assert row == {"id": 7, "kind": "document", "preview": "record 7", "relevance": 0.8765}
+    assert row == {"id": 7, "kind": "document", "preview": "record 7", "relevance": 0.8765,
+                   "source": "user"}

@@ -74,8 +74,8 @@ class RankingState:
             log.warning("stored ranking parameters unreadable, using initial ones")
             return ranking.initial_params(self.cfg.attention_heads)
 
-    def train(self, retriever: Retriever, qvec: np.ndarray, rating: int | None, fact_id: int | None,
-              used: list[int], qa_id: int | None) -> float | None:
+    def train(self, retriever: Retriever, query: str, qvec: np.ndarray, rating: int | None,
+              fact_id: int | None, used: list[int], qa_id: int | None) -> float | None:
         """One listwise step: towards the correction, the used memories (good rating) or the sink."""
         if fact_id is not None:
             positive, weight = [fact_id], 1.0
@@ -83,7 +83,8 @@ class RankingState:
             positive, weight = (used if rating > 3 else []), abs(rating - 3) / 2.0
         else:
             return None
-        g = retriever.gather(qvec, self.cfg.knn_k, force_ids=positive)
+        # The same candidates and evidence features a live query of this text sees.
+        g = retriever.gather(qvec, self.cfg.knn_k, force_ids=positive, query=query)
         if not g.ids:
             return None
         mask = np.array([i != qa_id for i in g.ids], bool)   # the answer being rated is not evidence
@@ -115,8 +116,15 @@ class Feedback:
         self.ranking = RankingState(db, cfg)
 
     def apply(self, request_id: str, used_node_ids: list[int], rating: int | None,
-              correction: str | None, query: str, answer: str, session_id: str | None) -> dict[str, Any]:
-        """Apply a rating and/or correction durably; returns what changed."""
+              correction: str | None, query: str, answer: str, session_id: str | None, *,
+              finish_reason: str | None = None) -> dict[str, Any]:
+        """Apply a rating and/or correction durably; returns what changed.
+
+        A good rating (4-5) on a generated answer confirms it: its qa_pair is
+        marked ``confirmed`` (it now ranks with the user's own records), and
+        an answer that was not written back because nothing grounded it is
+        written now. Quotes of memory and declines are not answers to store.
+        """
         if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)
                                    or not 1 <= rating <= 5):
             raise BadRequest(f"rating must be an integer 1-5, got {rating!r}")
@@ -146,6 +154,11 @@ class Feedback:
             qa_id = int(row[0]) if row else first_of_kind(conn, *qa_guess, kind="qa_pair", source=None)
             out["qa_node_id"] = qa_id
             used = [int(u) for u in used_node_ids if exists(conn, int(u))]
+            if (rating is not None and rating >= CONFIRM_RATING and qa_vec is not None
+                    and finish_reason not in NOT_ANSWERS):
+                qa_id = _confirm(conn, qa_id, query, answer, qa_vec, request_id, session_id, now)
+                out["qa_node_id"] = qa_id
+                out["confirmed"] = True
             if rating is not None:
                 nodes_n, edges_n = apply_rating(conn, rating, qa_id, used, now)
                 out["nodes_updated"] += nodes_n
@@ -162,7 +175,8 @@ class Feedback:
                     out["edges_updated"] += 1
         self.count("feedback", 1)
         if qvec is not None:
-            out["ranking_loss"] = self.ranking.train(self.retriever, qvec, rating, out["fact_id"], used, qa_id)
+            out["ranking_loss"] = self.ranking.train(self.retriever, query, qvec, rating, out["fact_id"],
+                                                     used, qa_id)
         log.info("feedback applied", extra={"request_id": request_id, "rating": rating,
                                             "correction": correction is not None,
                                             "fact_id": out["fact_id"], "qa_node_id": qa_id})
@@ -187,6 +201,23 @@ class Feedback:
         return insert_node(conn, kind="fact", source="feedback", text=correction, metadata=md, vec=vec,
                            now=now, quality=1.0, trust=default_trust("fact", "feedback"),
                            session_id=session_id, request_id=request_id)
+
+
+CONFIRM_RATING = 4
+NOT_ANSWERS = ("memory", "declined")   # a quote of a record, or "I don't have that in my notes"
+
+
+def _confirm(conn: Connection, qa_id: int | None, query: str, answer: str, qa_vec: np.ndarray,
+             request_id: str, session_id: str | None, now: float) -> int:
+    """Mark the rated answer's qa_pair confirmed, writing it first if it was never stored."""
+    if qa_id is not None:
+        conn.execute("UPDATE nodes SET metadata = json_set(metadata, '$.confirmed', json('true')), "
+                     "archived = 0 WHERE id = ?", (qa_id,))
+        return qa_id
+    return insert_node(conn, kind="qa_pair", source="model", text=qa_text(query, answer),
+                       metadata={"confirmed": True, "request_id": request_id}, vec=qa_vec, now=now,
+                       quality=1.0, trust=default_trust("qa_pair", "model"), session_id=session_id,
+                       request_id=request_id)
 
 
 def apply_rating(conn: Connection, rating: int, qa_id: int | None, used: list[int],

@@ -1,14 +1,24 @@
-"""Finding memories for a query: KNN, graph expansion, features, ranking.
+"""Finding memories for a query: dense KNN + BM25, graph expansion, features, ranking.
 
 The pipeline of one ``retrieve``:
-1. KNN: a binary coarse pass over the in-RAM code mirror keeps
-   ``k * coarse_factor`` ids; their float32 vectors are read from SQLite by
-   primary key and rescored exactly (bitindex.py says why this shape).
-2. Graph expansion (graph.expand) over edges whose other end is searchable,
-   1-2 hops, up to ``max_candidates``.
-3. Edge features per candidate and graph-attention ranking (ranking.py), with
-   its "none of these" sink so relevance means the same across queries.
+1. Two candidate pools. Dense: a binary coarse pass over the in-RAM code
+   mirror keeps ``k * coarse_factor`` ids; their float32 vectors are read
+   from SQLite by primary key and rescored exactly (bitindex.py says why).
+   Lexical: SQLite's FTS5 (BM25, porter stems) over the same nodes
+   (migration 0006). Dense similarity alone ranks "the garage code" above
+   "the front gate code" for a gate question; shared rare words do not.
+2. Graph expansion (graph.expand) from the best seeds of both pools, fused
+   by reciprocal rank, over edges whose other end is searchable: a note's
+   neighbouring lines (``follows``), a conversation's neighbouring turns.
+3. Edge and evidence features per candidate and graph-attention ranking
+   (ranking.py), with its "none of these" sink so relevance means the same
+   across queries; a model's answer is capped below the user's own record on
+   the same subject (provenance).
 4. Near-duplicates dropped, the relevance floor applied.
+
+Split notes (memory/splitting.py) keep a parent node with the whole text
+(metadata ``parts``); parents are never candidates - the lines are - and a
+line inherits its note's first line as ``context``.
 
 The ``Retriever`` does the reads (steps 1-2); ``features``, ``rank`` and
 ``retrieval_stats`` are plain functions of what it gathered. The ranking
@@ -19,13 +29,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .. import ranking
+from ..answer.text import STOP, content_terms, stem, tokens
 from ..config import MemoryConfig
 from ..errors import BadRequest
 from .bitindex import drop_near_duplicates, quantize, rescore, similarity_stats
@@ -33,17 +46,83 @@ from .db import Database
 from .graph import SECONDS_PER_DAY, Reached, expand
 from .index_sync import IndexSync
 from .nodes import chunks, marks, read_vectors
-from .types import DIM, TRUSTED_FACT_MIN, Candidate, EdgeRow, Retrieval
+from .types import DIM, NODE_KINDS, TRUSTED_FACT_MIN, Candidate, EdgeRow, Retrieval
 
-__all__ = ["Retriever", "Gathered", "Candidate", "Retrieval", "features", "rank", "search_rows"]
+__all__ = ["Retriever", "Gathered", "Candidate", "Retrieval", "Filters", "features", "rank",
+           "search_rows", "fts_query", "cover"]
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 160
 EXPAND_EDGE_LIMIT = 5000   # edges read per expansion step: a hub cannot stall a query
+RRF_K = 60                 # reciprocal rank fusion constant (Cormack et al. 2009)
+DF_CAP = 5000              # document frequencies are counted up to this (idf saturates)
+# Split parents (the whole note) are never candidates: their lines are.
+SEARCHABLE = "n.archived = 0 AND json_extract(n.metadata, '$.parts') IS NULL"
+USER_TIER = ("user", "feedback")
 
 # (ids, sims, vecs) of a KNN, best first: list[int], (n,) float64, (n, d) float32
 Hits = tuple[list[int], np.ndarray, np.ndarray]
+_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """``memory.search`` filters: node kinds, and metadata key = value (all must hold)."""
+
+    kinds: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, kinds: Sequence[str] | None = None,
+           metadata: Mapping[str, Any] | None = None) -> "Filters":
+        ks = tuple(kinds or ())
+        for k in ks:
+            if k not in NODE_KINDS:
+                raise BadRequest(f"kind must be one of {', '.join(NODE_KINDS)}, got {k!r}", field="kind")
+        md = []
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not _KEY.match(key):
+                raise BadRequest("metadata filter keys are 1-64 letters, digits or _", field="metadata")
+            if not isinstance(value, (str, int, float, bool)) or value is None:
+                raise BadRequest(f"metadata filter {key!r} must be a str, int, num or bool",
+                                 field=f"metadata.{key}")
+            md.append((key, value))
+        return cls(ks, tuple(md))
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """An ``AND ...`` clause over alias ``n`` and its parameters."""
+        parts: list[str] = []
+        params: list[Any] = []
+        if self.kinds:
+            parts.append(f"n.kind IN ({marks(len(self.kinds))})")
+            params.extend(self.kinds)
+        for key, value in self.metadata:
+            parts.append(f"json_extract(n.metadata, '$.{key}') = ?")
+            params.append(int(value) if isinstance(value, bool) else value)
+        return ("".join(f" AND {p}" for p in parts), params)
+
+
+NO_FILTERS = Filters()
+
+
+def fts_query(question: str) -> str | None:
+    """An FTS5 MATCH expression: any of the question's content words, each quoted."""
+    words = [t for t in dict.fromkeys(tokens(question)) if t not in STOP and len(t) > 1]
+    words = [re.sub(r'["*^:()]', "", w) for w in words]
+    words = [w for w in words if w]
+    return " OR ".join(f'"{w}"' for w in words[:32]) or None
+
+
+def cover(question: str, record: str, df: Mapping[str, int], n_docs: int) -> float:
+    """Idf-weighted share of the question's content words found in the record (0..1)."""
+    qt = list(dict.fromkeys(content_terms(question)))
+    if not qt:
+        return 0.0
+    rt = set(content_terms(record))
+    idf = {t: math.log(1.0 + (n_docs + 1.0) / (df.get(t, 0) + 0.5)) for t in qt}
+    total = sum(idf.values()) or 1.0
+    return sum(v for t, v in idf.items() if t in rt) / total
 
 
 @dataclass
@@ -62,6 +141,11 @@ class Gathered:
     edges: list[EdgeRow]
     t_knn: float
     t_expand: float
+    lexical: np.ndarray = field(default_factory=lambda: np.zeros(0))   # (n,) 1 = in the BM25 pool
+    cover: np.ndarray = field(default_factory=lambda: np.zeros(0))     # (n,)
+    context: dict[int, str] = field(default_factory=dict)             # id -> its note's first line
+    df: dict[str, int] = field(default_factory=dict)
+    n_docs: int = 0
 
 
 def _no_hits() -> Hits:
@@ -69,29 +153,33 @@ def _no_hits() -> Hits:
 
 
 class Retriever:
-    """The reads of a search: KNN over the synced index and graph expansion."""
+    """The reads of a search: both candidate pools and graph expansion."""
 
     def __init__(self, db: Database, sync: IndexSync, cfg: MemoryConfig) -> None:
         self.db = db
         self.sync = sync
         self.cfg = cfg
 
-    def knn(self, qvec: np.ndarray, k: int, exclude: Iterable[int] = ()) -> Hits:
+    def knn(self, qvec: np.ndarray, k: int, exclude: Iterable[int] = (),
+            filters: Filters = NO_FILTERS) -> Hits:
         """(ids, sims, vecs) of the k most similar searchable nodes, best first."""
         assert qvec.shape == (DIM,), qvec.shape
         self.sync.refresh()
         skip = set(exclude)
         kc = max(k, k * self.cfg.coarse_factor) + len(skip)
+        if filters != NO_FILTERS:
+            kc = max(kc, 4 * kc)          # filters drop part of the coarse pool
         coarse_ids, _ = self.sync.index.search(quantize(qvec)[0], kc)
         coarse = [int(i) for i in coarse_ids if int(i) not in skip]
         if not coarse:
             return _no_hits()
+        where, fparams = filters.sql()
         ids: list[int] = []
         blobs: list[bytes] = []
         for part in chunks(coarse):
             for nid, emb in self.db.read(
                     f"SELECT v.id, v.embedding FROM node_vectors v JOIN nodes n ON n.id = v.id "
-                    f"WHERE n.archived = 0 AND v.id IN ({marks(len(part))})", part):
+                    f"WHERE {SEARCHABLE}{where} AND v.id IN ({marks(len(part))})", [*fparams, *part]):
                 ids.append(nid)
                 blobs.append(emb)
         if not ids:
@@ -100,39 +188,101 @@ class Retriever:
         order, sims = rescore(qvec.astype(np.float32), vecs, k)
         return [ids[i] for i in order], sims.astype(np.float64), vecs[order]
 
-    def neighbours(self, ids: Sequence[int]) -> list[EdgeRow]:
-        """Edges from or to ``ids`` whose other end is searchable (not archived).
+    def lexical(self, query: str, n: int, filters: Filters = NO_FILTERS) -> list[int]:
+        """Ids of the n best BM25 matches among searchable nodes, best first."""
+        q = fts_query(query)
+        if not q or n < 1:
+            return []
+        where, fparams = filters.sql()
+        try:
+            rows = self.db.read(
+                f"SELECT f.rowid FROM nodes_fts f JOIN nodes n ON n.id = f.rowid "
+                f"WHERE nodes_fts MATCH ? AND {SEARCHABLE}{where} ORDER BY f.rank LIMIT ?",
+                [q, *fparams, n]).fetchall()
+        except Exception as e:  # noqa: BLE001 - a query FTS cannot parse finds nothing lexically
+            log.debug("fts query failed", extra={"error": type(e).__name__})
+            return []
+        return [int(r[0]) for r in rows]
 
-        Archived nodes (compressed members, corrected answers) must neither
-        become candidates nor bridge a second hop or use up expansion room.
+    def document_frequencies(self, query: str) -> tuple[dict[str, int], int]:
+        """(stem -> records holding it, number of records) for the question's words."""
+        n_docs = int(self.db.read("SELECT coalesce(sum(n), 0) FROM node_counts WHERE archived = 0"
+                                  ).fetchone()[0])
+        df: dict[str, int] = {}
+        wanted = set(content_terms(query))
+        for t in dict.fromkeys(tokens(query)):
+            s = stem(t)
+            if s not in wanted or s in df:
+                continue
+            w = re.sub(r'["*^:()]', "", t)
+            if not w:
+                continue
+            try:
+                df[s] = int(self.db.read(
+                    "SELECT count(*) FROM (SELECT 1 FROM nodes_fts WHERE nodes_fts MATCH ? LIMIT ?)",
+                    (f'"{w}"', DF_CAP)).fetchone()[0])
+            except Exception:  # noqa: BLE001
+                df[s] = 0
+        return df, max(n_docs, max(df.values(), default=0))
+
+    def neighbours(self, ids: Sequence[int]) -> list[EdgeRow]:
+        """Edges from or to ``ids`` whose other end is searchable.
+
+        Archived nodes (compressed members, corrected answers) and split
+        parents must neither become candidates nor bridge a second hop.
         """
         out: list[EdgeRow] = []
         for part in chunks(list(ids)):
             m = marks(len(part))
             out.extend(self.db.read(
                 f"SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
-                f"ON n.id = e.dst AND n.archived = 0 WHERE e.src IN ({m}) "
+                f"ON n.id = e.dst AND {SEARCHABLE} WHERE e.src IN ({m}) "
                 f"UNION ALL SELECT e.src, e.dst, e.kind, e.weight FROM edges e JOIN nodes n "
-                f"ON n.id = e.src AND n.archived = 0 WHERE e.dst IN ({m}) LIMIT {EXPAND_EDGE_LIMIT}",
+                f"ON n.id = e.src AND {SEARCHABLE} WHERE e.dst IN ({m}) LIMIT {EXPAND_EDGE_LIMIT}",
                 [*part, *part]).fetchall())
         return out
 
-    def node_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
+    def node_rows(self, ids: Sequence[int], filters: Filters = NO_FILTERS) -> dict[int, tuple]:
+        where, fparams = filters.sql()
         rows: dict[int, tuple] = {}
         for part in chunks(list(ids)):
             for r in self.db.read(
-                    f"SELECT id, kind, source, text, metadata, created_at, quality, trust FROM nodes "
-                    f"WHERE archived = 0 AND id IN ({marks(len(part))})", part):
+                    f"SELECT n.id, n.kind, n.source, n.text, n.metadata, n.created_at, n.quality, n.trust "
+                    f"FROM nodes n WHERE {SEARCHABLE}{where} AND n.id IN ({marks(len(part))})",
+                    [*fparams, *part]):
                 rows[r[0]] = r[1:]
         return rows
 
-    def gather(self, qvec: np.ndarray, k: int, force_ids: Sequence[int] = ()) -> Gathered:
-        """KNN hits, then the nodes graph expansion reaches, then ``force_ids`` (training)."""
+    def contexts(self, rows: Mapping[int, tuple]) -> dict[int, str]:
+        """id -> the first line of the note a line was split from (its title)."""
+        parents: dict[int, int] = {}
+        for nid, r in rows.items():
+            pid = json.loads(r[3]).get("parent_id")
+            if isinstance(pid, int):
+                parents[nid] = pid
+        if not parents:
+            return {}
+        first: dict[int, str] = {}
+        for part in chunks(list(set(parents.values()))):
+            for pid, text in self.db.read(f"SELECT id, text FROM nodes WHERE id IN ({marks(len(part))})",
+                                          part):
+                first[pid] = text.strip().splitlines()[0][:200] if text.strip() else ""
+        return {nid: first.get(pid, "") for nid, pid in parents.items()}
+
+    def gather(self, qvec: np.ndarray, k: int, force_ids: Sequence[int] = (), *, query: str = "",
+               filters: Filters = NO_FILTERS) -> Gathered:
+        """Dense and BM25 hits, then what graph expansion reaches, then ``force_ids`` (training)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        hit_ids, hit_sims, hit_vecs = self.knn(qvec, k)
+        hit_ids, hit_sims, hit_vecs = self.knn(qvec, max(k, cfg.dense_candidates), filters=filters)
+        lex_ids = self.lexical(query, cfg.lexical_candidates, filters) if query else []
         t1 = time.perf_counter()
-        hits = dict(zip(hit_ids, hit_sims.tolist()))
+        # Reciprocal rank fusion orders the seeds of the graph step.
+        rrf: dict[int, float] = {}
+        for ranked in (hit_ids, lex_ids):
+            for r, i in enumerate(ranked):
+                rrf[i] = rrf.get(i, 0.0) + 1.0 / (RRF_K + r + 1)
+        pool = list(dict.fromkeys([*hit_ids, *lex_ids]))
         edges: list[EdgeRow] = []
 
         def neighbours(ids: Sequence[int]) -> list[EdgeRow]:
@@ -140,39 +290,60 @@ class Retriever:
             edges.extend(rows)
             return rows
 
-        room = max(0, cfg.max_candidates - len(hits))
-        reached: dict[int, Reached] = (expand(hits, neighbours, cfg.graph_hops, cfg.hop_decay, room)
-                                       if cfg.graph_hops > 0 and hits and room else {})
-        forced = [i for i in force_ids if i not in hits and i not in reached]
-        extra = list(reached) + forced
-        rows = self.node_rows(hit_ids + extra)
-        extra = [i for i in extra if i in rows]
+        dense_sim = dict(zip(hit_ids, hit_sims.tolist()))
+        seeds = sorted(pool, key=lambda i: -rrf[i])[:cfg.expand_seeds]
+        reached: dict[int, Reached] = {}
+        if cfg.graph_hops > 0 and seeds and cfg.max_candidates:
+            # A lexical-only seed's similarity is read below; until then it
+            # propagates the weakest dense hit's (a neutral prior).
+            floor = min(dense_sim.values()) if dense_sim else 0.0
+            reached = expand({i: dense_sim.get(i, floor) for i in seeds}, neighbours,
+                             cfg.graph_hops, cfg.hop_decay, cfg.max_candidates)
+            reached = {i: r for i, r in reached.items() if i not in rrf}
+        forced = [i for i in force_ids if i not in rrf and i not in reached]
+        rows = self.node_rows(pool + list(reached) + forced, filters)
+        extra = [i for i in [*lex_ids, *reached, *forced] if i in rows and i not in dense_sim]
+        extra = list(dict.fromkeys(extra))
         extra_vecs = read_vectors(self.db, extra)
         extra = [i for i in extra if i in extra_vecs]
-        ids = [i for i in hit_ids if i in rows] + extra
-        vec_list = [hit_vecs[j] for j, i in enumerate(hit_ids) if i in rows] + [extra_vecs[i] for i in extra]
+        hits_kept = [(j, i) for j, i in enumerate(hit_ids) if i in rows]
+        ids = [i for _, i in hits_kept] + extra
+        vec_list = [hit_vecs[j] for j, _ in hits_kept] + [extra_vecs[i] for i in extra]
         vecs = np.stack(vec_list).astype(np.float32) if vec_list else np.zeros((0, DIM), np.float32)
         sims = (vecs @ qvec.astype(np.float32)).astype(np.float64) if len(ids) else np.zeros(0)
-        n_hits = sum(1 for i in hit_ids if i in rows)
-        # (relation, hop, path weight, propagated similarity) per candidate
+        lex_set = set(lex_ids)
+        n_hits = sum(1 for i in ids if i in rrf)
+        # Hits first (dense, then lexical-only), then expansion, then forced.
+        order = sorted(range(len(ids)), key=lambda j: (ids[j] not in rrf, -rrf.get(ids[j], 0.0)))
+        ids = [ids[j] for j in order]
+        vecs = vecs[order] if len(ids) else vecs
+        sims = sims[order] if len(ids) else sims
+        sim_of = dict(zip(ids, sims.tolist()))
         feats: list[tuple[str, int, float, float]] = []
-        for j, i in enumerate(ids):
+        for i in ids:
             r = reached.get(i)
-            if j < n_hits or r is None:
-                feats.append(("hit", 0, 1.0, float(sims[j])))
+            if i in rrf or r is None:
+                feats.append(("hit", 0, 1.0, sim_of[i]))
             else:
-                feats.append((r.relation, r.hop, r.path_weight, r.parent_sim * r.path_weight))
+                parent = sim_of.get(r.via, r.parent_sim)
+                feats.append((r.relation, r.hop, r.path_weight, parent * r.path_weight))
+        context = self.contexts(rows)
+        df, n_docs = self.document_frequencies(query) if query else ({}, 0)
+        cov = np.array([cover(query, rows[i][2] + ("\n" + context[i] if i in context else ""), df, n_docs)
+                        for i in ids]) if query else np.zeros(len(ids))
         t2 = time.perf_counter()
         return Gathered(ids, rows, sims, vecs, [f[0] for f in feats], np.array([f[1] for f in feats], np.int64),
                         np.array([f[2] for f in feats]), np.array([f[3] for f in feats]), n_hits, edges,
-                        t1 - t0, t2 - t1)
+                        t1 - t0, t2 - t1, np.array([1.0 if i in lex_set else 0.0 for i in ids]), cov,
+                        context, df, n_docs)
 
     def retrieve(self, query: str, query_vec: np.ndarray, k: int, params: ranking.RankingParams, *,
-                 min_relevance: float | None = None) -> Retrieval:
-        """KNN -> graph expansion -> attention ranking -> near-duplicate drop.
+                 min_relevance: float | None = None, filters: Filters = NO_FILTERS) -> Retrieval:
+        """Both pools -> graph expansion -> attention ranking -> near-duplicate drop.
 
         Returns at most k candidates with relevance >= min_relevance (the
-        config's by default), best first. ``query`` is only used for logs.
+        config's by default), best first. ``query`` feeds the BM25 pool and
+        the evidence features; it is never logged.
         """
         if k < 1:
             raise BadRequest(f"k must be >= 1, got {k}")
@@ -180,16 +351,17 @@ class Retriever:
         if qvec.shape != (DIM,) or not np.all(np.isfinite(qvec)):
             raise BadRequest(f"query_vec must be a finite ({DIM},) vector, got shape {qvec.shape}")
         floor = self.cfg.min_relevance if min_relevance is None else min_relevance
-        g = self.gather(qvec, k)
+        g = self.gather(qvec, k, query=query, filters=filters)
         t0 = time.perf_counter()
-        cands, sink_mass = rank(g, params, k, floor, self.cfg.dedup_cosine, time.time())
+        cands, sink_mass = rank(g, params, k, floor, self.cfg.dedup_cosine, time.time(),
+                                self.cfg.same_topic_cosine)
         t1 = time.perf_counter()
         stats = retrieval_stats(g, cands, sink_mass, len(self.sync.index))
         timings = {"knn": g.t_knn * 1e3, "expand": g.t_expand * 1e3, "rank": (t1 - t0) * 1e3}
         log.debug("memory retrieval", extra={"hits": g.n_hits, "candidates": len(cands),
                                              "query_chars": len(query),
                                              **{f"ms_{k_}": v for k_, v in timings.items()}})
-        return Retrieval(cands, stats, timings)
+        return Retrieval(cands, stats, timings, g.df, g.n_docs)
 
 
 # ---------------------------------------------------------------------------
@@ -197,26 +369,52 @@ class Retriever:
 
 
 def features(g: Gathered, now: float) -> np.ndarray:
-    """(n, N_FEATURES) float32 edge features of the gathered candidates."""
+    """(n, N_FEATURES) float32 edge and evidence features of the gathered candidates."""
     if not g.ids:
         return np.zeros((0, ranking.N_FEATURES), np.float32)
     rows = [g.rows[i] for i in g.ids]
     age = np.array([(now - r[4]) / SECONDS_PER_DAY for r in rows])
+    n = len(g.ids)
+    lexical = g.lexical if len(g.lexical) == n else np.zeros(n)
+    cov = g.cover if len(g.cover) == n else np.zeros(n)
     return ranking.edge_features(g.relation, g.path_weight, age, g.hop,
                                  np.array([r[6] for r in rows]), np.array([r[5] for r in rows]),
-                                 g.prop_sim)
+                                 g.prop_sim, lexical, cov)
+
+
+def provenance_cap(rel: np.ndarray, vecs: np.ndarray, sources: Sequence[str],
+                   confirmed: Sequence[bool], same_topic_cosine: float) -> np.ndarray:
+    """A model's (unconfirmed) answer never outranks the user's record on the same subject.
+
+    rel (n,), vecs (n, d). "Same subject" = cosine >= same_topic_cosine. The
+    answer keeps its place relative to everything else.
+    """
+    out = rel.copy()
+    user = [j for j, s in enumerate(sources) if s in USER_TIER]
+    if not user:
+        return out
+    for j, s in enumerate(sources):
+        if s in USER_TIER or confirmed[j]:
+            continue
+        for u in user:
+            if float(vecs[j] @ vecs[u]) >= same_topic_cosine and out[j] >= rel[u]:
+                out[j] = rel[u] * 0.999
+    return out
 
 
 def rank(g: Gathered, params: ranking.RankingParams, k: int, floor: float, dedup_cosine: float,
-         now: float) -> tuple[list[Candidate], float]:
+         now: float, same_topic_cosine: float = 0.6) -> tuple[list[Candidate], float]:
     """The best k candidates at or above ``floor``, near-duplicates dropped; and the sink's mass."""
     E = features(g, now)
     mask = np.ones(len(g.ids), bool)
     if g.ids:
         attn, rel = ranking.forward(g.sims, E, mask, params)
         sink_mass = float(params.pi() @ attn[:, 0])
+        metas = [json.loads(g.rows[i][3]) for i in g.ids]
+        rel = provenance_cap(rel, g.vecs, [g.rows[i][1] for i in g.ids],
+                             [bool(m.get("confirmed")) for m in metas], same_topic_cosine)
     else:
-        rel, sink_mass = np.zeros(0), 1.0
+        rel, sink_mass, metas = np.zeros(0), 1.0, []
     order = sorted(range(len(g.ids)), key=lambda j: (-rel[j], -g.sims[j]))
     kept = [order[j] for j in drop_near_duplicates(g.vecs[order], dedup_cosine)] if order else []
     cands: list[Candidate] = []
@@ -229,7 +427,9 @@ def rank(g: Gathered, params: ranking.RankingParams, k: int, floor: float, dedup
             id=nid, kind=kind, text=text, trust=float(trust), quality=float(quality),
             similarity=float(g.sims[j]), relevance=float(rel[j]), hop=int(g.hop[j]),
             created_at=float(created), source=source, relation=g.relation[j],
-            metadata=json.loads(md)))
+            metadata=metas[j], context=g.context.get(nid, ""),
+            lexical=bool(len(g.lexical) and g.lexical[j] > 0),
+            cover=float(g.cover[j]) if len(g.cover) else 0.0))
     return cands, sink_mass
 
 
@@ -254,10 +454,16 @@ def retrieval_stats(g: Gathered, cands: list[Candidate], sink_mass: float, index
 
 
 def search_rows(r: Retrieval) -> list[dict[str, Any]]:
-    """The ``memory.search`` reply rows: previews, not whole texts."""
+    """The ``memory.search`` reply rows: previews, not whole texts.
+
+    ``relevance`` is the ranking's calibrated probability that the record
+    answers the query (0..1, comparable across queries; docs/memory.md).
+    """
     return [{"id": c.id, "kind": c.kind, "preview": c.text[:PREVIEW_CHARS],
              "relevance": round(c.relevance, 4), "similarity": round(c.similarity, 4),
-             "trust": c.trust, "source": c.source, "hop": c.hop} for c in r.candidates]
+             "trust": c.trust, "source": c.source, "hop": c.hop, "metadata": dict(c.metadata),
+             **({"parent_id": c.metadata["parent_id"]} if "parent_id" in c.metadata else {})}
+            for c in r.candidates]
 
 
 def warm_up(params: ranking.RankingParams) -> None:

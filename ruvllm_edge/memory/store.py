@@ -140,15 +140,20 @@ class MemoryStore:
         return list(zip(ids, sims.tolist()))
 
     def retrieve(self, query: str, query_vec: np.ndarray, k: int, *,
-                 min_relevance: float | None = None) -> Retrieval:
+                 min_relevance: float | None = None,
+                 filters: retrieval.Filters = retrieval.NO_FILTERS) -> Retrieval:
         """At most k candidates with relevance >= min_relevance (the config's by default), best first."""
-        return self._retriever.retrieve(query, query_vec, k, self.ranking_params, min_relevance=min_relevance)
+        return self._retriever.retrieve(query, query_vec, k, self.ranking_params,
+                                        min_relevance=min_relevance, filters=filters)
 
-    def search(self, query: str, k: int = 10) -> list[dict[str, Any]]:
-        """memory.search: the retrieval pipeline without the relevance floor."""
+    def search(self, query: str, k: int = 10, *, kinds: Sequence[str] | None = None,
+               metadata: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """memory.search: the retrieval pipeline without the relevance floor, optionally filtered."""
         if not isinstance(query, str) or not query.strip():
-            raise BadRequest("query must be a non-empty string")
-        return retrieval.search_rows(self.retrieve(query, self.embedder.embed(query), k, min_relevance=0.0))
+            raise BadRequest("query must be a non-empty string", field="query")
+        filters = retrieval.Filters.of(kinds, metadata)
+        return retrieval.search_rows(self.retrieve(query, self.embedder.embed(query), k,
+                                                   min_relevance=0.0, filters=filters))
 
     @property
     def ranking_params(self) -> ranking.RankingParams:
@@ -179,12 +184,13 @@ class MemoryStore:
 
     def apply_feedback(self, request_id: str, used_node_ids: list[int], rating: int | None,
                        correction: str | None, query: str, answer: str,
-                       session_id: str | None) -> dict[str, Any]:
+                       session_id: str | None, *, finish_reason: str | None = None) -> dict[str, Any]:
         """Apply a rating and/or correction durably; returns what changed (see feedback.py).
 
         Do not call inside an open db.atomic() block.
         """
-        return self._feedback.apply(request_id, used_node_ids, rating, correction, query, answer, session_id)
+        return self._feedback.apply(request_id, used_node_ids, rating, correction, query, answer,
+                                    session_id, finish_reason=finish_reason)
 
     # -- maintenance ---------------------------------------------------------
 

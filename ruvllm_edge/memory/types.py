@@ -75,6 +75,9 @@ class Candidate:
     source: str = "user"   # user | feedback (a correction) | model | learning
     relation: str = "hit"  # the edge kind that reached it (hit for KNN hits)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    context: str = ""      # text it inherits: the first line of the note it was split from
+    lexical: bool = False  # found by the BM25 (FTS5) pool
+    cover: float = 0.0     # idf-weighted share of the question's content words it holds
 
     @property
     def is_correction(self) -> bool:
@@ -86,6 +89,10 @@ class Retrieval:
     candidates: list[Candidate]
     stats: dict[str, Any]
     timings_ms: dict[str, float]
+    # term -> how many searchable records hold it, for the question's words
+    # (the answer policy's idf and "is this a thing memory knows" test)
+    df: Mapping[str, int] = field(default_factory=dict)
+    n_docs: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +111,9 @@ class Interaction:
     used_node_ids: list[int]       # memories that were in the prompt
     quality: float                 # judge score in [0, 1]
     created_at: float = field(default_factory=time.time)
+    # Only an answer grounded in a user-given record becomes a retrievable
+    # qa_pair; an ungrounded one stays in the request log (docs/answers.md).
+    grounded: bool = False
 
 
 # ---------------------------------------------------------------------------

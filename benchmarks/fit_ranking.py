@@ -1,0 +1,200 @@
+"""Fit the ranking's initial parameters (ranking.FITTED) on the development split only.
+
+The initial ranking is one logistic model of "this candidate answers the
+question" (every head identical, see ranking.py), over the features a live
+query computes: cosine, lexical (in the BM25 pool), cover (idf-weighted word
+coverage), trust, hop and propagated similarity. Its training examples are
+the candidates the real ``Retriever.gather`` returns for:
+
+- the development house notes (benchmarks/data/notes-dev.json): a candidate
+  is positive when it holds a gold value of a taught question; never-taught
+  questions contribute only negatives (the sink must win for them);
+- the LoCoMo ``fit`` conversations (conv-26, conv-30 of the development half;
+  never conv-41/42/43, which bench_locomo reports on): a candidate is
+  positive when its turn is in the question's evidence.
+
+Nothing from a reported split is read. Prints the fitted weights (pasted into
+ranking.FITTED, with the date) and saves benchmarks/results/fit_ranking.json
+with the data, counts and the fit-split recall of the fitted against the
+previous weights. Usage: python benchmarks/fit_ranking.py [--locomo PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import RESULTS_DIR, ROOT, save_results
+
+from ruvllm_edge import ranking
+from ruvllm_edge.config import MemoryConfig
+from ruvllm_edge.embedding import Embedder
+from ruvllm_edge.memory.db import Database
+from ruvllm_edge.memory.nodes import upsert_edge
+from ruvllm_edge.memory.retrieval import features
+from ruvllm_edge.memory.store import MemoryStore
+
+FIT_CONVERSATIONS = ("conv-26", "conv-30")
+NAMES = ("cosine", "lexical", "cover", "trust", "hop", "prop_sim")
+L2 = 1e-2
+K = 10
+
+
+def locomo_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("RUVLLM_EDGE_LOCOMO")
+                or ROOT.parent / "shared" / "data" / "locomo-dev.json")
+
+
+def turns_of(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(dia_id, text, date) for every turn of a conversation, in order."""
+    conv = sample["conversation"]
+    out = []
+    n = 1
+    while f"session_{n}" in conv:
+        date = conv.get(f"session_{n}_date_time", "")
+        for t in conv[f"session_{n}"]:
+            text = f"{t['speaker']}: {t['text']}"
+            if t.get("blip_caption"):
+                text += f" [shares a photo: {t['blip_caption']}]"
+            out.append((t["dia_id"], text, date))
+        n += 1
+    return out
+
+
+def evidence(qa: dict[str, Any]) -> set[str]:
+    ids: set[str] = set()
+    for e in qa.get("evidence", []):
+        for part in str(e).replace(",", ";").split(";"):
+            part = part.strip()
+            if ":" in part:
+                s, t = part.split(":", 1)
+                ids.add(f"{s.strip()}:{int(t)}" if t.strip().isdigit() else part)
+    return ids
+
+
+def design(store: MemoryStore, emb: Embedder, q: str) -> tuple[Any, np.ndarray]:
+    g = store._retriever.gather(emb.embed(q), K, query=q)
+    E = features(g, time.time())
+    X = np.column_stack([g.sims, E[:, ranking._F["lexical"]], E[:, ranking._F["cover"]],
+                         E[:, ranking._F["trust"]], E[:, ranking._F["hop"]],
+                         E[:, ranking._F["prop_sim"]]]) if g.ids else np.zeros((0, len(NAMES)))
+    return g, X
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 50) -> np.ndarray:
+    """Newton/IRLS with an L2 penalty (not on the bias). X (n, f), y (n,) -> w (f+1,), bias first."""
+    A = np.column_stack([np.ones(len(X)), X])                          # (n, f+1)
+    w = np.zeros(A.shape[1])
+    reg = np.full(A.shape[1], l2)
+    reg[0] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(A @ w)))
+        g = A.T @ (p - y) / len(y) + reg * w
+        H = (A * (p * (1 - p))[:, None]).T @ A / len(y) + np.diag(reg + 1e-9)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return w
+
+
+def recall_at(store: MemoryStore, emb: Embedder, items: list[tuple[str, set[str]]], k: int) -> float:
+    hit = 0
+    for q, gold in items:
+        r = store.retrieve(q, emb.embed(q), k, min_relevance=0.0)
+        got = [c.metadata.get("dia_id") for c in r.candidates]
+        hit += bool(gold & set(got))
+    return hit / max(len(items), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--locomo")
+    ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--out", default=str(RESULTS_DIR / "fit_ranking.json"))
+    a = ap.parse_args()
+    models = Path(a.models_dir)
+    emb = Embedder(models / "minilm-l6-int8.onnx", models / "minilm-l6-int8.tokenizer.json", threads=2)
+    cfg = MemoryConfig(min_relevance=0.0, writeback_flush_ms=10)
+    Xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    counts: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # House notes (dev).
+        db = Database(Path(tmp) / "notes.db")
+        store = MemoryStore(db, cfg, emb)
+        notes = json.loads((ROOT / "benchmarks" / "data" / "notes-dev.json").read_text())["notes"]
+        for n in notes:
+            store.add(n["text"])
+        nq = 0
+        for n in notes:
+            for q in n["questions"]:
+                g, X = design(store, emb, q["q"])
+                gold = [v.lower() for v in q.get("answer_any", [])] if q["type"] == "taught" else []
+                y = np.array([float(bool(gold) and any(v in g.rows[i][2].lower() for v in gold))
+                              for i in g.ids])
+                Xs.append(X)
+                ys.append(y)
+                nq += 1
+        counts["notes_dev_questions"] = nq
+        store.close()
+        db.close()
+        # LoCoMo fit conversations.
+        path = locomo_path(a.locomo)
+        loc_items: list[tuple[str, set[str]]] = []
+        if path.exists():
+            data = [s for s in json.loads(path.read_text()) if s["sample_id"] in FIT_CONVERSATIONS]
+            db = Database(Path(tmp) / "locomo.db")
+            store = MemoryStore(db, cfg, emb)
+            for s in data:
+                prev = None
+                for dia, text, date in turns_of(s):
+                    ids = store.add(text, metadata={"conv": s["sample_id"], "dia_id": dia, "date": date})
+                    if prev is not None:
+                        with db.atomic() as conn:
+                            upsert_edge(conn, prev, ids[0], "follows", 1.0, time.time())
+                    prev = ids[-1]
+                for qa in s["qa"]:
+                    if qa.get("category") in (1, 2, 3, 4) and evidence(qa):
+                        loc_items.append((qa["question"], evidence(qa)))
+            for q, gold in loc_items:
+                g, X = design(store, emb, q)
+                y = np.array([float(json.loads(g.rows[i][3]).get("dia_id") in gold) for i in g.ids])
+                Xs.append(X)
+                ys.append(y)
+            counts["locomo_fit_questions"] = len(loc_items)
+        else:
+            print(f"LoCoMo not found at {path}: fitting on the dev notes only")
+        X = np.concatenate(Xs)
+        y = np.concatenate(ys)
+        w = fit_logistic(X, y)
+        fitted = {"bias": round(float(w[0]), 4), **{n: round(float(v), 4) for n, v in zip(NAMES, w[1:])}}
+        counts.update(examples=int(len(y)), positives=int(y.sum()))
+        result: dict[str, Any] = {"split": "dev (notes-dev + LoCoMo fit: conv-26, conv-30)",
+                                  "features": list(NAMES), "l2": L2, "fitted": fitted,
+                                  "previous": dict(ranking.FITTED), "counts": counts}
+        if loc_items:
+            before = recall_at(store, emb, loc_items, K)
+            old = dict(ranking.FITTED)
+            ranking.FITTED.update({k: v for k, v in fitted.items() if k != "cosine"})
+            ranking.FITTED["cosine"] = fitted["cosine"]
+            store._feedback.ranking.params = ranking.initial_params(cfg.attention_heads)
+            after = recall_at(store, emb, loc_items, K)
+            ranking.FITTED.clear()
+            ranking.FITTED.update(old)
+            result["locomo_fit_recall_at_10"] = {"previous": round(before, 4), "fitted": round(after, 4)}
+            store.close()
+            db.close()
+    print(json.dumps(result, indent=2))
+    save_results(result, a.out, echo=False)
+
+
+if __name__ == "__main__":
+    main()
