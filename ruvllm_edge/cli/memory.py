@@ -60,8 +60,9 @@ def iter_import(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
             md = row.get("metadata") or {}
             md = {k: v for k, v in md.items() if isinstance(v, (str, int, float, bool))} \
                 if isinstance(md, dict) else {}
-            if row.get("parent_id") is not None or "parent_id" in md:
-                continue                                 # a split note's child (an export row)
+            if "parent_id" in md and "part" in md:
+                continue       # a split note's child (an export row): its parent splits again
+            # (chunks of an older export carry "chunk" instead and import one by one)
             md = {k: v for k, v in md.items() if k not in SPLIT_KEYS}
             yield row["text"], kind, md
 

@@ -204,6 +204,18 @@ def test_cli_import_export_round_trip(daemon, tmp_path: Path) -> None:
     assert any("boiler room key" in t for t in texts)
     r = _cli(daemon, "memory", "search", "bike lock", "-k", "2")
     assert r.returncode == 0 and "5512" in r.stdout
+    # an export of split notes imports back onto the same nodes (children are not copied)
+    c = daemon.client()
+    c.memory_add("Shed\nThe mower is on the left.\nThe rake hangs on the wall.")
+    r = _cli(daemon, "memory", "export", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    mine = [line for line in out.read_text().splitlines() if json.loads(line)["kind"] in ("document", "fact")]
+    assert any(json.loads(line)["metadata"].get("part") == 2 for line in mine)
+    (tmp_path / "mine.jsonl").write_text("\n".join(mine) + "\n")
+    before = c.memory_stats()["nodes"]
+    r = _cli(daemon, "memory", "import", str(tmp_path / "mine.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert c.memory_stats()["nodes"] == before
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     r = _cli(daemon, "memory", "import", str(bad))
