@@ -16,6 +16,9 @@ from ...memory.types import NODE_KINDS
 from ...protocol import TEXT_MAX, Arg, check_args
 from .base import Op, OpContext
 
+# Protocol type names for error messages (docs/protocol.md), not Python's.
+WIRE_TYPES = {str: "str", int: "int", float: "num", bool: "bool", dict: "map", list: "array",
+              bytes: "bin", type(None): "nil"}
 NODE_ID = Arg(int, required=True, lo=1, hi=2**62)
 ADD_KINDS = ("document", "fact")
 METADATA = Arg(dict, max_len=32)
@@ -41,7 +44,8 @@ def batch_items(a: dict[str, Any]) -> list[dict[str, Any]]:
     for i, raw in enumerate(a["items"]):
         path = f"memory.add.items[{i}]"
         if not isinstance(raw, dict):
-            raise BadRequest(f"{path}: expected map, got {type(raw).__name__}", field=path)
+            got = WIRE_TYPES.get(type(raw), type(raw).__name__)
+            raise BadRequest(f"{path}: expected map, got {got}", field=path)
         it = check_args(path, raw, ITEM_ARGS)
         out.append({"text": it["text"], "kind": it.get("kind") or a.get("kind", "document"),
                     "metadata": {**(a.get("metadata") or {}), **(it.get("metadata") or {})}})
@@ -81,11 +85,11 @@ def search_filters(a: dict[str, Any]) -> dict[str, Any]:
     if kind is not None:
         kinds = [kind] if isinstance(kind, str) else list(kind)
         for i, k in enumerate(kinds):
-            if k not in NODE_KINDS:
+            if not isinstance(k, str) or k not in NODE_KINDS:
                 path = "memory.search.kind" if isinstance(kind, str) else f"memory.search.kind[{i}]"
                 raise BadRequest(f"{path}: {k!r} is not one of {', '.join(NODE_KINDS)}", field=path)
         if not kinds:
-            raise BadRequest("memory.search.kind: an empty list matches nothing",
+            raise BadRequest("memory.search.kind: an empty array matches nothing",
                              field="memory.search.kind")
         out["kinds"] = kinds
     if a.get("metadata"):
