@@ -22,6 +22,9 @@ from .config import ENV_DATA, ENV_ENDPOINT, SOCKET_NAME
 from .errors import ClientError, ClientTimeout, from_wire
 
 
+BATCH_BYTES = 640 * 1024   # text per memory.add items request, under the default 1 MiB message limit
+
+
 def default_endpoint(data_dir: str | None = None) -> str:
     if os.environ.get(ENV_ENDPOINT):
         return os.environ[ENV_ENDPOINT]
@@ -203,8 +206,62 @@ class Client:
             args["metadata"] = metadata
         return self.call("memory.add", args)
 
-    def memory_search(self, query: str, k: int = 10) -> list[dict[str, Any]]:
-        return list(self.call("memory.search", {"query": query, "k": k})["hits"])
+    def memory_add_many(self, items: list[dict[str, Any] | str], *, kind: str = "document",
+                        metadata: dict[str, Any] | None = None, link: bool = False,
+                        batch: int = 512) -> list[list[int]]:
+        """Add many texts or {text, kind?, metadata?} maps; returns each item's ids, in order.
+
+        Sent ``batch`` items per request (the daemon's limit is 512): each
+        request is one embedding batch and one transaction. ``kind`` and
+        ``metadata`` are defaults for every item. ``link`` chains consecutive
+        items with ``follows`` edges (conversation turns), across batches too.
+        """
+        if not 1 <= batch <= 512:
+            raise ValueError("batch must be in 1..512")
+        rows = [{"text": it} if isinstance(it, str) else dict(it) for it in items]
+        out: list[list[int]] = []
+        i = 0
+        while i < len(rows):
+            # With link, a later request repeats the previous one's last item (an
+            # exact duplicate is reused, not stored again), so the chain has no gap.
+            lead = 1 if link and i > 0 else 0
+            part = rows[i - lead:i - lead + 1]
+            size = len(str(part[0].get("text", "")).encode("utf-8", "replace"))
+            for row in rows[i - lead + 1:max(i + 1, i - lead + batch)]:
+                size += len(str(row.get("text", "")).encode("utf-8", "replace")) + 64
+                if size > BATCH_BYTES and len(part) > lead:   # under the 1 MiB message limit
+                    break
+                part.append(row)
+            args: dict[str, Any] = {"items": part, "kind": kind, "link": link}
+            if metadata:
+                args["metadata"] = metadata
+            out.extend(self.call("memory.add", args)["ids"][lead:])
+            i += len(part) - lead
+        return out
+
+    add_many = memory_add_many
+
+    def memory_update(self, node_id: int, text: str,
+                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Replace a node's text (and metadata when given), keeping its id; the old text goes to history."""
+        args: dict[str, Any] = {"id": node_id, "text": text}
+        if metadata is not None:
+            args["metadata"] = metadata
+        return self.call("memory.update", args)
+
+    def memory_history(self, node_id: int) -> list[dict[str, Any]]:
+        """The node's past texts, oldest first: [{"text", "source", "changed_at"}]."""
+        return list(self.call("memory.history", {"id": node_id})["history"])
+
+    def memory_search(self, query: str, k: int = 10, *, kind: str | list[str] | None = None,
+                      metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Search memory; ``kind`` (one or several node kinds) and ``metadata`` (key = value) filter."""
+        args: dict[str, Any] = {"query": query, "k": k}
+        if kind:
+            args["kind"] = kind
+        if metadata:
+            args["metadata"] = metadata
+        return list(self.call("memory.search", args)["hits"])
 
     def memory_get(self, node_id: int) -> dict[str, Any]:
         return self.call("memory.get", {"id": node_id})

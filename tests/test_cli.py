@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,23 @@ def test_serve_refuses_a_public_tcp_endpoint_without_curve(tmp_path: Path, model
                      "--endpoint", "tcp://0.0.0.0:45991"])
     assert code == 2
     assert "curve_secret_key" in capsys.readouterr().err
+
+
+def test_memory_import_reads_export_rows_without_split_children(tmp_path: Path) -> None:
+    """An export re-imports as its parents (which split again), never as loose copies of children."""
+    from ruvllm_edge.cli.memory import iter_import
+    rows = [
+        {"id": 1, "kind": "document", "text": "Kitchen\nThe oven is gas.", "parent_id": None,
+         "metadata": {"file": "k.txt", "parts": 2}},
+        {"id": 2, "kind": "document", "text": "Kitchen", "parent_id": 1,
+         "metadata": {"file": "k.txt", "parent_id": 1, "part": 0}},
+        {"id": 3, "kind": "fact", "text": "The gate code is 7341.", "parent_id": None, "metadata": {"by": "me"}},
+        {"text": "Old-style chunk", "metadata": {"chunk": 0, "chunks": 2}},
+        {"text": "its second chunk", "parent_id": 9, "metadata": {"chunk": 1, "chunks": 2}},
+    ]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert list(iter_import(path)) == [("Kitchen\nThe oven is gas.", "document", {"file": "k.txt"}),
+                                       ("The gate code is 7341.", "fact", {"by": "me"}),
+                                       ("Old-style chunk", "document", {}),
+                                       ("its second chunk", "document", {})]

@@ -110,3 +110,41 @@ def test_finished_failed_and_dropped_streams_leave_nothing_pending(tmp_path: Pat
         assert c._pending == {}
     t.join()
     srv.close(0)
+
+
+class RecordingClient(Client):
+    """A client whose memory.add requests are answered locally: one id list per item,
+    the same id for the same text (as the daemon's dedup does)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(f"ipc://{tmp_path}/none.sock", timeout_s=1)
+        self.requests: list[dict] = []
+        self.ids: dict[str, int] = {}
+
+    def call(self, op: str, args: dict | None = None, /, **kw: object) -> dict:  # type: ignore[override]
+        assert op == "memory.add"
+        self.requests.append(dict(args or {}))
+        return {"ids": [[self.ids.setdefault(it["text"], len(self.ids) + 1)] for it in args["items"]]}
+
+
+def test_add_many_splits_requests_and_keeps_a_link_chain_unbroken(tmp_path: Path) -> None:
+    c = RecordingClient(tmp_path)
+    try:
+        texts = [f"turn {i}" for i in range(20)]
+        ids = c.memory_add_many(texts, link=True, batch=7, metadata={"conv": "a"})
+        assert ids == [[i + 1] for i in range(20)]                 # one list per item, in order
+        sent = [[it["text"] for it in r["items"]] for r in c.requests]
+        assert all(len(s) <= 7 for s in sent) and all(r["link"] and r["metadata"] == {"conv": "a"}
+                                                      for r in c.requests)
+        for prev, nxt in zip(sent, sent[1:]):
+            assert nxt[0] == prev[-1]                             # each request repeats the last item
+        assert sorted({t for s in sent for t in s}) == sorted(texts)
+        c.requests.clear()
+        big = ["x" * 300_000, "y" * 300_000, "z" * 300_000]      # under the 1 MiB message limit each
+        assert len(c.memory_add_many(big)) == 3
+        assert [len(r["items"]) for r in c.requests] == [2, 1]
+        c.requests.clear()
+        c.memory_add_many(["a", "b", "c"], batch=1, link=True)   # batch 1 with link still progresses
+        assert [[it["text"] for it in r["items"]] for r in c.requests] == [["a"], ["a", "b"], ["b", "c"]]
+    finally:
+        c.close()

@@ -60,27 +60,188 @@ def test_exact_duplicates_are_not_inserted_twice(db: Database, emb: Embedder) ->
         store.close()
 
 
-def test_long_text_is_chunked_with_follows_edges_and_parent(db: Database, emb: Embedder) -> None:
+def test_long_text_is_chunked_under_a_parent_with_edges(db: Database, emb: Embedder) -> None:
     store = make(db, emb, chunk_tokens=32)
     try:
-        sentences = [f"Paragraph {i} talks about topic number {i} in some detail here." for i in range(12)]
-        ids = store.add(" ".join(sentences), metadata={"title": "doc"})
-        assert len(ids) > 3
-        texts = [store.get(i)["text"] for i in ids]
+        long_line = " ".join(f"paragraph {i} talks about topic number {i} in some detail here" for i in range(12))
+        ids = store.add(long_line, metadata={"title": "doc"})
+        parent, children = ids[0], ids[1:]
+        assert len(children) > 3
+        texts = [store.get(i)["text"] for i in children]
         assert all(emb.count_tokens(t) <= 32 for t in texts)
-        assert " ".join(texts).split() == " ".join(sentences).split()      # nothing lost, order kept
-        first = store.get(ids[0])
-        assert first["metadata"]["chunks"] == len(ids) and first["chunk_ids"] == ids[1:]
-        assert all(store.get(i)["parent_id"] == ids[0] for i in ids[1:])
-        follows = {(e["src"], e["dst"]) for e in first["edges"] if e["kind"] == "follows"}
-        assert (ids[0], ids[1]) in follows
-        assert store.add(" ".join(sentences), metadata={"title": "doc"}) == ids     # idempotent
-        # deleting a later chunk removes only it; deleting the first removes the document
-        assert store.delete(ids[2]) and store.get(ids[1]) is not None
-        assert store.delete(ids[0])
+        assert " ".join(texts).split() == long_line.split()                 # nothing lost, order kept
+        top = store.get(parent)
+        assert top["text"] == long_line and top["parent_id"] is None
+        assert top["metadata"] == {"title": "doc", "parts": len(children)} and top["chunk_ids"] == children
+        for i, c in enumerate(children):
+            assert store.get(c)["parent_id"] == parent
+            assert store.get(c)["metadata"] == {"title": "doc", "parent_id": parent, "part": i}
+        edges = {(e["src"], e["dst"], e["kind"]) for e in top["edges"]}
+        assert {(parent, c, "contains") for c in children} <= edges
+        follows = {(e["src"], e["dst"]) for e in store.get(children[1])["edges"] if e["kind"] == "follows"}
+        assert follows == {(children[0], children[1]), (children[1], children[2])}
+        assert store.add(long_line, metadata={"title": "doc"}) == ids      # idempotent
+        # deleting a child removes only it; deleting the parent removes the whole note
+        assert store.delete(children[1]) and store.get(children[0]) is not None
+        assert store.delete(parent)
         assert store.stats()["nodes"] == 0
         assert db.read("SELECT count(*) FROM edges").fetchone()[0] == 0
         assert db.read("SELECT count(*) FROM node_vectors").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+NOTE = """Our house notes
+The front door code is 4821.
+Wifi password: tangerine-42. The guest network is HarborGuest.
+
+Dr. Okafor's surgery number is 0161 555 0192.
+Bins go out at 7.30 on Tuesday mornings."""
+NOTE_UNITS = ["Our house notes", "The front door code is 4821.", "Wifi password: tangerine-42.",
+              "The guest network is HarborGuest.", "Dr. Okafor's surgery number is 0161 555 0192.",
+              "Bins go out at 7.30 on Tuesday mornings."]
+
+
+def test_a_note_becomes_a_parent_and_one_child_per_sentence(db: Database, emb: Embedder) -> None:
+    store = make(db, emb)
+    try:
+        ids = store.add(NOTE, metadata={"file": "house.txt"})
+        parent, children = ids[0], ids[1:]
+        assert [store.get(c)["text"] for c in children] == NOTE_UNITS
+        top = store.get(parent)
+        assert top["text"] == NOTE and top["metadata"] == {"file": "house.txt", "parts": 6}
+        vecs = store.vectors(ids)
+        assert np.allclose(vecs[0], emb.embed(NOTE), atol=1e-6)            # the parent: the whole text
+        assert np.allclose(vecs[2], emb.embed(NOTE_UNITS[1]), atol=1e-6)
+        # the sentence is much closer to a one-fact question than the whole note
+        q = emb.embed("What is the wifi password?")
+        assert float(vecs[3] @ q) > float(vecs[0] @ q)
+        # a unit already stored on its own is reused; another note's child is not
+        alone, = store.add("Bins go out at 7.30 on Tuesday mornings.")
+        assert alone != children[-1] and store.get(alone)["parent_id"] is None
+        other = store.add("Bins go out at 7.30 on Tuesday mornings.\nThe shed key is on the hook.")
+        assert other[1] == alone and other[2] not in children
+        assert store.delete(parent)
+        assert all(store.get(c) is None for c in children) and store.get(alone) is not None
+    finally:
+        store.close()
+
+
+def test_add_many_one_batch_one_transaction_and_link(db: Database, emb: Embedder,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make(db, emb)
+    try:
+        batches: list[int] = []
+        real = emb.embed_batch
+        monkeypatch.setattr(emb, "embed_batch", lambda texts: batches.append(len(texts)) or real(texts))
+        commits: list[int] = []
+        real_atomic = db.atomic
+        monkeypatch.setattr(db, "atomic", lambda: commits.append(1) or real_atomic())
+        items = [{"text": f"Turn {i}: we talked about topic {i}."} for i in range(5)]
+        items.append({"text": "A two line turn.\nIts second line.", "kind": "fact", "metadata": {"s": "1"}})
+        items.append({"text": "Turn 0: we talked about topic 0."})             # a duplicate: reused
+        ids = store.add_many(items, link=True, session_id="conv")
+        assert batches == [5 + 3 + 1] and commits == [1]         # one embedding batch, one transaction
+        monkeypatch.undo()
+        assert [len(x) for x in ids] == [1, 1, 1, 1, 1, 3, 1] and ids[6] == ids[0]
+        two = store.get(ids[5][0])
+        assert two["kind"] == "fact" and two["metadata"] == {"s": "1", "parts": 2}
+        assert store.get(ids[5][1])["session_id"] == "conv"
+        follows = {(s, d) for s, d in db.read("SELECT src, dst FROM edges WHERE kind = 'follows'")}
+        chain = [ids[0][0], ids[1][0], ids[2][0], ids[3][0], ids[4][0], ids[5][1]]
+        assert {(a, b) for a, b in zip(chain, chain[1:])} <= follows
+        assert (ids[5][1], ids[5][2]) in follows and (ids[5][2], ids[0][0]) in follows
+        # one bad item: nothing at all is written
+        n = store.stats()["nodes"]
+        with pytest.raises(BadRequest, match=r"items\[1\]"):
+            store.add_many([{"text": "fine text"}, {"text": "  "}])
+        with pytest.raises(BadRequest, match="reserved"):
+            store.add_many([{"text": "x", "metadata": {"parts": 2}}])
+        with pytest.raises(BadRequest, match="at most"):
+            store.add_many([{"text": f"t{i}"} for i in range(nodes.MAX_ITEMS + 1)])
+        assert store.stats()["nodes"] == n
+    finally:
+        store.close()
+
+
+def test_update_keeps_the_id_reindexes_and_records_history(db: Database, emb: Embedder) -> None:
+    store = make(db, emb)
+    try:
+        nid, = store.add("The garage code is 1234.", kind="fact", metadata={"room": "garage"})
+        other, = store.add("The cellar light switch is behind the door.")
+        res = store.update(nid, "The garage code is 9876.")
+        assert res == {"id": nid, "ids": [nid], "text_changed": True}
+        node = store.get(nid)
+        assert node["text"] == "The garage code is 9876." and node["metadata"] == {"room": "garage"}
+        assert np.allclose(store.vectors([nid])[0], emb.embed("The garage code is 9876."), atol=1e-6)
+        assert store.search("garage code 9876", k=1)[0]["id"] == nid       # the index mirror saw it
+        fts = [r[0] for r in db.read("SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH '9876'")]
+        assert fts == [nid]
+        assert not list(db.read("SELECT rowid FROM nodes_fts WHERE nodes_fts MATCH '1234'"))
+        # the dedup hash follows the text: adding the new text again finds this node
+        assert store.add("The garage code is 9876.", kind="fact") == [nid]
+        store.update(nid, "The garage code is 5555.", metadata={"room": "garage", "by": "me"})
+        hist = store.history(nid)
+        assert [(h["text"], h["source"]) for h in hist] == [("The garage code is 1234.", "user"),
+                                                          ("The garage code is 9876.", "user")]
+        assert hist[0]["changed_at"] <= hist[1]["changed_at"]
+        assert store.get(nid)["metadata"] == {"room": "garage", "by": "me"}
+        assert store.update(nid, "The garage code is 5555.")["text_changed"] is False
+        assert len(store.history(nid)) == 2 and store.history(other) == []
+        assert store.history(99_999) is None
+        from ruvllm_edge.errors import NotFound
+        with pytest.raises(NotFound):
+            store.update(99_999, "nothing")
+        with pytest.raises(BadRequest, match="reserved"):
+            store.update(nid, "x", metadata={"part": 1})
+        store.delete(nid)                                                   # history goes with the node
+        assert db.read("SELECT count(*) FROM node_history WHERE node_id = ?", (nid,)).fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_update_resplits_a_parent_and_patches_a_parent_from_a_child(db: Database, emb: Embedder) -> None:
+    store = make(db, emb)
+    try:
+        ids = store.add("Kitchen\nThe kettle is descaled monthly.\nThe oven is gas.")
+        parent, children = ids[0], ids[1:]
+        # a child: stays one node, its parent's text is patched and re-embedded
+        res = store.update(children[2], "The oven is electric.")
+        assert res["ids"] == [children[2]]
+        assert store.get(parent)["text"] == "Kitchen\nThe kettle is descaled monthly.\nThe oven is electric."
+        assert np.allclose(store.vectors([parent])[0], emb.embed(store.get(parent)["text"]), atol=1e-6)
+        assert store.get(children[2])["metadata"] == {"parent_id": parent, "part": 2}
+        assert [h["text"] for h in store.history(parent)] == [
+            "Kitchen\nThe kettle is descaled monthly.\nThe oven is gas."]
+        # the parent: split again, old children replaced
+        res = store.update(parent, "Kitchen\nThe fridge is new.\nThe oven is electric.\nThe sink drips.")
+        new_children = res["ids"][1:]
+        assert res["id"] == parent and len(new_children) == 4 and not set(new_children) & set(children)
+        assert all(store.get(c) is None for c in children)
+        assert store.get(parent)["metadata"] == {"parts": 4} and store.get(parent)["chunk_ids"] == new_children
+        assert [store.get(c)["text"] for c in new_children] == ["Kitchen", "The fridge is new.",
+                                                                "The oven is electric.", "The sink drips."]
+        # a parent updated to one sentence becomes a plain node
+        assert store.update(parent, "The kitchen is being rebuilt.")["ids"] == [parent]
+        assert store.get(parent)["metadata"] == {} and store.get(parent)["chunk_ids"] == []
+        assert store.stats()["nodes"] == 1 and len(store.history(parent)) == 3
+        # a plain node updated to several sentences becomes a parent
+        assert len(store.update(parent, "Kitchen. It is new.")["ids"]) == 3
+    finally:
+        store.close()
+
+
+def test_record_history_checks_its_source(db: Database, emb: Embedder) -> None:
+    store = make(db, emb)
+    try:
+        nid, = store.add("A fact that will be merged.")
+        with db.atomic() as conn:
+            for src in nodes.HISTORY_SOURCES:
+                nodes.record_history(conn, nid, f"old {src}", src, time.time())
+        assert [h["source"] for h in store.history(nid)] == list(nodes.HISTORY_SOURCES)
+        with pytest.raises(BadRequest, match="source"):
+            with db.atomic() as conn:
+                nodes.record_history(conn, nid, "old", "model", time.time())
     finally:
         store.close()
 

@@ -1,4 +1,4 @@
-"""`ruvllm-edge memory ...`: add, search, get, delete, stats, export, import.
+"""`ruvllm-edge memory ...`: add, search, get, update, history, delete, stats, export, import.
 
 Every command goes through the running daemon (the client), so the daemon's
 single write path, writeback queue and in-RAM index stay consistent.
@@ -15,6 +15,9 @@ from typing import Any, Iterator
 from .common import client, print_json
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+IMPORT_BATCH = 64                  # items per memory.add request: one embedding batch each
+# Set by the store on split notes (and, before them, on chunked documents).
+SPLIT_KEYS = frozenset({"parts", "part", "parent_id", "chunk", "chunks"})
 
 
 def _meta(pairs: list[str] | None) -> dict[str, str]:
@@ -31,7 +34,9 @@ def iter_import(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(text, kind, metadata) from a folder of text files or a JSONL file.
 
     JSONL lines are {"text": ..., "kind": "document"|"fact", "metadata": {...}};
-    `memory export` output (which has more fields) imports too.
+    `memory export` output (which has more fields) imports too: the children
+    of a split note are skipped (importing the parent splits it again) and the
+    keys the store sets on split notes are dropped.
     """
     if path.is_dir():
         for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES):
@@ -55,6 +60,10 @@ def iter_import(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
             md = row.get("metadata") or {}
             md = {k: v for k, v in md.items() if isinstance(v, (str, int, float, bool))} \
                 if isinstance(md, dict) else {}
+            if "parent_id" in md and "part" in md:
+                continue       # a split note's child (an export row): its parent splits again
+            # (chunks of an older export carry "chunk" instead and import one by one)
+            md = {k: v for k, v in md.items() if k not in SPLIT_KEYS}
             yield row["text"], kind, md
 
 
@@ -68,11 +77,17 @@ def cmd_memory(ns: argparse.Namespace) -> int:
                 return 2
             print_json(c.memory_add(text, kind=ns.kind, metadata=_meta(ns.meta)))
         elif a == "search":
-            for hit in c.memory_search(ns.query, k=ns.k):
+            for hit in c.memory_search(ns.query, k=ns.k, kind=ns.kind or None,
+                                       metadata=_meta(ns.meta) or None):
                 print(f"{hit['id']:>8}  {hit['relevance']:.3f}  {hit['kind']:<9} "
                       f"{hit['preview'][:90]!r}")
         elif a == "get":
             print_json(c.memory_get(ns.id))
+        elif a == "update":
+            md = _meta(ns.meta) if ns.meta else None
+            print_json(c.memory_update(ns.id, ns.text, metadata=md))
+        elif a == "history":
+            print_json({"id": ns.id, "history": c.memory_history(ns.id)})
         elif a == "delete":
             print_json(c.memory_delete(ns.id))
         elif a == "stats":
@@ -90,12 +105,21 @@ def cmd_memory(ns: argparse.Namespace) -> int:
             print(f"exported {n} nodes", file=sys.stderr)
         elif a == "import":
             n = ids = 0
+            batch: list[dict[str, Any]] = []
+            error: Exception | None = None
             try:
                 for text, kind, md in iter_import(Path(ns.path)):
-                    ids += len(c.memory_add(text, kind=kind, metadata=md)["ids"])
-                    n += 1
+                    batch.append({"text": text, "kind": kind, "metadata": md})
+                    if len(batch) >= IMPORT_BATCH:          # one embedding batch per request
+                        ids += sum(len(x) for x in c.memory_add_many(batch))
+                        n, batch = n + len(batch), []
             except (ValueError, OSError) as exc:
-                print(f"memory import stopped after {n} items: {exc}", file=sys.stderr)
+                error = exc                 # what was read before the bad line is still added
+            if batch:
+                ids += sum(len(x) for x in c.memory_add_many(batch))
+                n += len(batch)
+            if error is not None:
+                print(f"memory import stopped after {n} items: {error}", file=sys.stderr)
                 return 2
             print(f"imported {n} items as {ids} nodes", file=sys.stderr)
     return 0
@@ -112,6 +136,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s = msub.add_parser("search", parents=[common], help="search memory")
     s.add_argument("query")
     s.add_argument("-k", type=int, default=10)
+    s.add_argument("--kind", action="append", choices=("query", "qa_pair", "fact", "document", "concept",
+                                                      "agent_step"), help="only this kind (repeatable)")
+    s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="only nodes with this metadata")
+    s = msub.add_parser("update", parents=[common], help="replace a node's text (keeps its id)")
+    s.add_argument("id", type=int)
+    s.add_argument("text")
+    s.add_argument("--meta", action="append", metavar="KEY=VALUE", help="replace its metadata")
+    s = msub.add_parser("history", parents=[common], help="a node's past texts")
+    s.add_argument("id", type=int)
     for name in ("get", "delete"):
         s = msub.add_parser(name, parents=[common], help=f"{name} a node by id")
         s.add_argument("id", type=int)

@@ -5,11 +5,18 @@ write connection (helpers other rooms call inside their own transaction) and
 returns plain data. Each write of its own runs in one ``with db.atomic()``.
 
 Decisions worth knowing:
-- ``add`` chunks long text by embedding tokens; chunk i -> chunk i+1 get a
-  ``follows`` edge and chunks 2..n have ``parent_id`` = the first chunk.
-  Deleting the first id deletes the whole document; deleting a later chunk
-  deletes only that chunk. Exact duplicates (same kind and text) are not
-  inserted again: the existing id is returned.
+- ``add`` splits a note into units (splitting.py: lines, sentences, then
+  token chunks). One unit: one node, as it always was. Several: a parent node
+  (the whole text, metadata ``parts``: n) and one child per unit (``parent_id``
+  column and metadata, ``part``: i), ``contains`` parent -> child and
+  ``follows`` child i -> child i+1, all in one transaction and one embedding
+  batch. Retrieval leaves parents (metadata ``parts``) out of its candidates.
+  Deleting the parent deletes its children (ON DELETE CASCADE). Exact
+  duplicates (same kind and text) are not inserted again: the existing id is
+  returned (a child is reused only from the same parent, see ``_reuse``).
+- ``update`` keeps the id, re-embeds (the vec_log and FTS triggers re-index)
+  and records the old text in ``node_history`` (migration 0007);
+  ``record_history`` is the helper other writers call in their transaction.
 - ``upsert_edge`` skips an edge whose end has vanished (a concurrent delete)
   instead of failing the whole batch on the foreign key.
 """
@@ -20,20 +27,26 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..config import MemoryConfig
 from ..embedding import Embedder
-from ..errors import BadRequest, TooLarge
+from ..errors import BadRequest, NotFound, TooLarge
 from .bitindex import quantize
-from .chunking import chunk_text
 from .db import Connection, Database
+from .splitting import split_units
 from .types import DEFAULT_SOURCE, DIM, NODE_KINDS, SOURCES, default_trust
 
 log = logging.getLogger(__name__)
 
+MAX_ITEMS = 512           # items per add_many (memory.add ``items``): one transaction, bounded
+# Metadata keys the store sets on split notes; a caller may not set them.
+SPLIT_KEYS = frozenset({"parts", "part", "parent_id"})
+# Why a node's text changed (node_history.source).
+HISTORY_SOURCES = ("user", "correction", "writeback", "compression")
 SQL_CHUNK = 500           # ids per IN (...) list, well under SQLite's variable limit
 NODE_COLS = ("id", "kind", "source", "text", "metadata", "created_at", "last_access_at",
              "access_count", "quality", "trust", "session_id", "request_id", "parent_id", "archived")
@@ -136,41 +149,127 @@ def exists(conn: Connection, node_id: int) -> bool:
 # CRUD
 
 
-def add(db: Database, cfg: MemoryConfig, embedder: Embedder, text: str, kind: str = "document",
-        metadata: Mapping[str, Any] | None = None, session_id: str | None = None, *,
-        source: str | None = None, trust: float | None = None, quality: float = 1.0) -> list[int]:
-    """Store text (chunked when long); returns node ids in text order."""
-    check_text(text, cfg.max_text_bytes)
+@dataclass(frozen=True)
+class Planned:
+    """One item of an add, split and checked, before anything is embedded."""
+
+    kind: str
+    metadata: dict[str, Any]
+    text: str                   # the whole text, stripped
+    units: list[str]            # the searchable units; one unit means no parent
+
+
+def plan_item(cfg: MemoryConfig, embedder: Embedder, text: Any, kind: Any, metadata: Any,
+              what: str = "text") -> Planned:
+    """Check one item and split it into units (splitting.split_units)."""
+    check_text(text, cfg.max_text_bytes, what)
     check_kind(kind)
+    md = check_metadata(metadata)
+    reserved = sorted(set(md) & SPLIT_KEYS)
+    if reserved:
+        raise BadRequest(f"metadata keys {', '.join(reserved)} are reserved for split notes")
+    units = split_units(text, cfg.chunk_tokens, embedder.token_offsets)
+    return Planned(kind, md, text.strip(), units)
+
+
+def _reuse(conn: Connection, kind: str, text: str, parent: int | None) -> int | None:
+    """An identical live node to reuse instead of inserting, or None.
+
+    A unit is only reused if it is a top-level node or already a child of the
+    same parent: reusing another note's child would tie the two notes
+    together, and deleting that other note would cascade into this one.
+    """
+    row = conn.execute(
+        "SELECT id FROM nodes WHERE text_hash = ? AND kind = ? AND archived = 0 "
+        "AND (parent_id IS NULL OR parent_id IS ?) ORDER BY id LIMIT 1",
+        (text_hash(kind, text), kind, parent)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def write_planned(conn: Connection, item: Planned, vecs: np.ndarray, now: float, *, source: str,
+                  trust: float, quality: float, session_id: str | None) -> list[int]:
+    """Insert one planned item inside the caller's transaction: [id] or [parent, *children].
+
+    ``vecs`` rows: the parent's first (when it has units > 1), then one per unit.
+    """
+    common = dict(kind=item.kind, source=source, now=now, quality=quality, trust=trust,
+                  session_id=session_id)
+
+    def put(text: str, md: dict[str, Any], vec: np.ndarray, parent: int | None) -> int:
+        got = _reuse(conn, item.kind, text, parent)
+        if got is not None:
+            conn.execute("UPDATE nodes SET last_access_at = ? WHERE id = ?", (now, got))
+            return got
+        return insert_node(conn, text=text, metadata=md, vec=vec, parent_id=parent, **common)
+
+    if len(item.units) == 1:
+        return [put(item.units[0], item.metadata, vecs[0], None)]
+    parent = put(item.text, {**item.metadata, "parts": len(item.units)}, vecs[0], None)
+    children = [put(u, {**item.metadata, "parent_id": parent, "part": i}, v, parent)
+                for i, (u, v) in enumerate(zip(item.units, vecs[1:]))]
+    for c in children:
+        upsert_edge(conn, parent, c, "contains", 1.0, now)
+    for a, b in zip(children, children[1:]):
+        upsert_edge(conn, a, b, "follows", 1.0, now)
+    return [parent, *children]
+
+
+def _embed_texts(item: Planned) -> list[str]:
+    return item.units if len(item.units) == 1 else [item.text, *item.units]
+
+
+def _source_and_trust(kind: str, source: str | None, trust: float | None,
+                      quality: float) -> tuple[str, float]:
     source = source or DEFAULT_SOURCE[kind]
     if source not in SOURCES:
         raise BadRequest(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    md = check_metadata(metadata)
     tr = default_trust(kind, source) if trust is None else float(trust)
     if not 0.0 <= tr <= 1.0 or not 0.0 <= quality <= 1.0:
         raise BadRequest("trust and quality must be in [0, 1]")
-    parts = chunk_text(text, cfg.chunk_tokens, embedder.token_offsets)
-    vecs = embedder.embed_batch(parts)                                          # (c, d)
+    return source, tr
+
+
+def add(db: Database, cfg: MemoryConfig, embedder: Embedder, text: str, kind: str = "document",
+        metadata: Mapping[str, Any] | None = None, session_id: str | None = None, *,
+        source: str | None = None, trust: float | None = None, quality: float = 1.0) -> list[int]:
+    """Store text; returns [id] for a one-unit text, else [parent id, *child ids] in text order."""
+    return add_many(db, cfg, embedder, [{"text": text, "kind": kind, "metadata": metadata}],
+                    session_id=session_id, source=source, trust=trust, quality=quality)[0]
+
+
+def add_many(db: Database, cfg: MemoryConfig, embedder: Embedder, items: Sequence[Mapping[str, Any]],
+             *, link: bool = False, session_id: str | None = None, source: str | None = None,
+             trust: float | None = None, quality: float = 1.0) -> list[list[int]]:
+    """Store several items ({text, kind?, metadata?}) with one embedding batch and one transaction.
+
+    Returns the ids of each item (as ``add`` does), in item order. ``link``
+    adds a ``follows`` edge from each item's last unit to the next item's
+    first unit (conversation turns stored in order). Every item is checked
+    before anything is embedded, so a bad item fails the whole call cleanly.
+    """
+    if len(items) > MAX_ITEMS:
+        raise BadRequest(f"at most {MAX_ITEMS} items per add, got {len(items)}")
+    planned: list[tuple[Planned, str, float]] = []
+    for i, it in enumerate(items):
+        what = "text" if len(items) == 1 else f"items[{i}].text"
+        p = plan_item(cfg, embedder, it.get("text"), it.get("kind") or "document", it.get("metadata"), what)
+        planned.append((p, *_source_and_trust(p.kind, source, trust, quality)))
+    texts = [t for p, _, _ in planned for t in _embed_texts(p)]
+    vecs = embedder.embed_batch(texts)                                      # (n, d)
     now = time.time()
-    ids: list[int] = []
+    out: list[list[int]] = []
+    row = 0
     with db.atomic() as conn:
-        for i, (chunk, vec) in enumerate(zip(parts, vecs)):
-            row = conn.execute("SELECT id FROM nodes WHERE text_hash = ? AND kind = ? AND archived = 0 "
-                               "ORDER BY id LIMIT 1", (text_hash(kind, chunk), kind)).fetchone()
-            if row:
-                conn.execute("UPDATE nodes SET last_access_at = ? WHERE id = ?", (now, row[0]))
-                ids.append(int(row[0]))
-                continue
-            cmd = dict(md)
-            if len(parts) > 1:
-                cmd.update(chunk=i, chunks=len(parts))
-            ids.append(insert_node(conn, kind=kind, source=source, text=chunk, metadata=cmd, vec=vec, now=now,
-                                   quality=quality, trust=tr, session_id=session_id,
-                                   parent_id=ids[0] if i > 0 else None))
-        for a, b in zip(ids, ids[1:]):
-            upsert_edge(conn, a, b, "follows", 1.0, now)
-    log.info("memory added", extra={"kind": kind, "chunks": len(parts), "ids": ids[:8]})
-    return ids
+        for p, src, tr in planned:
+            n = len(_embed_texts(p))
+            out.append(write_planned(conn, p, vecs[row:row + n], now, source=src, trust=tr,
+                                     quality=quality, session_id=session_id))
+            row += n
+        if link:
+            for a, b in zip(out, out[1:]):
+                upsert_edge(conn, a[-1], b[0] if len(b) == 1 else b[1], "follows", 1.0, now)
+    log.info("memory added", extra={"items": len(out), "nodes": sum(map(len, out))})
+    return out
 
 
 def add_embedded(db: Database, cfg: MemoryConfig, texts: Sequence[str], vecs: np.ndarray,
@@ -199,7 +298,7 @@ def add_embedded(db: Database, cfg: MemoryConfig, texts: Sequence[str], vecs: np
 
 
 def delete(db: Database, node_id: int) -> bool:
-    """Delete a node with its vector and edges (and chunks, for a document's first id)."""
+    """Delete a node with its vector, edges and history (and its children, for a split note's parent)."""
     with db.atomic() as conn:
         n = conn.execute("DELETE FROM nodes WHERE id = ?", (int(node_id),)).rowcount
     return n > 0
@@ -213,6 +312,116 @@ def archive(db: Database, node_ids: Sequence[int], archived: bool = True) -> int
             n += conn.execute(f"UPDATE nodes SET archived = ? WHERE archived != ? AND id IN "
                               f"({marks(len(part))})", (int(archived), int(archived), *part)).rowcount
     return n
+
+
+# ---------------------------------------------------------------------------
+# Update and history (mem0's update/history)
+
+
+def record_history(conn: Connection, node_id: int, old_text: str, source: str, now: float) -> None:
+    """Keep a node's previous text before it is overwritten, inside the caller's transaction.
+
+    ``source`` says why it changed: user (memory.update), correction
+    (feedback), writeback (a merged answer), compression (a concept rewrite).
+    """
+    if source not in HISTORY_SOURCES:
+        raise BadRequest(f"history source must be one of {', '.join(HISTORY_SOURCES)}, got {source!r}")
+    conn.execute("INSERT INTO node_history(node_id, text, source, changed_at) VALUES (?, ?, ?, ?)",
+                 (int(node_id), old_text, source, now))
+
+
+def _set_text(conn: Connection, node_id: int, kind: str, text: str, metadata: Mapping[str, Any],
+              vec: np.ndarray) -> None:
+    """Overwrite a node's text, hash, metadata and vector; the triggers re-index FTS and vec_log."""
+    conn.execute("UPDATE nodes SET text = ?, text_hash = ?, metadata = ? WHERE id = ?",
+                 (text, text_hash(kind, text), json.dumps(dict(metadata), ensure_ascii=False), node_id))
+    set_vector(conn, node_id, vec)
+
+
+_UPDATE_COLS = "kind, source, text, metadata, parent_id, trust, quality, session_id"
+
+
+def update(db: Database, cfg: MemoryConfig, embedder: Embedder, node_id: int, text: str,
+           metadata: Mapping[str, Any] | None = None, *, source: str = "user") -> dict[str, Any]:
+    """Replace a node's text (and user metadata when given), keeping its id.
+
+    The old text goes to ``node_history`` with ``source``. A top-level node is
+    split again like ``add``: a parent's old children are deleted and new ones
+    created (a one-unit text leaves a plain node, a several-unit text makes a
+    parent). A child stays one node; its parent's text has the old unit
+    replaced by the new one, is re-embedded, and gets its own history row.
+    Returns {"id", "ids": [id, *child ids], "text_changed"}.
+    """
+    node_id = int(node_id)
+    check_text(text, cfg.max_text_bytes)
+    if source not in HISTORY_SOURCES:
+        raise BadRequest(f"history source must be one of {', '.join(HISTORY_SOURCES)}, got {source!r}")
+    new_md = None if metadata is None else check_metadata(metadata)
+    if new_md is not None and set(new_md) & SPLIT_KEYS:
+        raise BadRequest(f"metadata keys {', '.join(sorted(set(new_md) & SPLIT_KEYS))} are reserved "
+                         f"for split notes")
+    row = db.read(f"SELECT {_UPDATE_COLS} FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no memory node {node_id}", id=node_id)
+    kind, nsource, old_text, old_md_s, parent_id, trust, quality, session_id = row
+    old_md = json.loads(old_md_s)
+    user_md = {k: v for k, v in (old_md if new_md is None else new_md).items() if k not in SPLIT_KEYS}
+    new_text = text.strip()
+    parent_text: str | None = None
+    if parent_id is not None:                          # a child: one node, patch its parent
+        prow = db.read("SELECT text FROM nodes WHERE id = ?", (parent_id,)).fetchone()
+        if prow is not None and old_text in prow[0]:
+            parent_text = prow[0].replace(old_text, new_text, 1)
+        item = Planned(kind, user_md, new_text, [new_text])
+        texts = [new_text] + ([parent_text] if parent_text is not None else [])
+    else:
+        item = Planned(kind, user_md, new_text, split_units(new_text, cfg.chunk_tokens, embedder.token_offsets))
+        texts = _embed_texts(item)
+    vecs = embedder.embed_batch(texts)                                      # (n, d)
+    now = time.time()
+    changed = new_text != old_text
+    with db.atomic() as conn:
+        cur = conn.execute("SELECT text FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if cur is None:
+            raise NotFound(f"no memory node {node_id}", id=node_id)
+        if cur[0] != old_text:
+            raise BadRequest(f"memory node {node_id} changed while it was being updated; try again")
+        if changed:
+            record_history(conn, node_id, old_text, source, now)
+        if parent_id is not None:
+            md = {**user_md, **{k: old_md[k] for k in ("parent_id", "part") if k in old_md}}
+            _set_text(conn, node_id, kind, new_text, md, vecs[0])
+            if parent_text is not None and changed:
+                ptext = conn.execute("SELECT text FROM nodes WHERE id = ?", (parent_id,)).fetchone()
+                if ptext is not None and old_text in ptext[0]:
+                    record_history(conn, parent_id, ptext[0], source, now)
+                    pmd = json.loads(conn.execute("SELECT metadata FROM nodes WHERE id = ?",
+                                                  (parent_id,)).fetchone()[0])
+                    _set_text(conn, parent_id, kind, ptext[0].replace(old_text, new_text, 1), pmd, vecs[1])
+            return {"id": node_id, "ids": [node_id], "text_changed": changed}
+        conn.execute("DELETE FROM nodes WHERE parent_id = ?", (node_id,))
+        if len(item.units) == 1:
+            _set_text(conn, node_id, kind, new_text, user_md, vecs[0])
+            return {"id": node_id, "ids": [node_id], "text_changed": changed}
+        _set_text(conn, node_id, kind, new_text, {**user_md, "parts": len(item.units)}, vecs[0])
+        children = [insert_node(conn, kind=kind, source=nsource, text=u,
+                                metadata={**user_md, "parent_id": node_id, "part": i}, vec=v, now=now,
+                                quality=quality, trust=trust, session_id=session_id, parent_id=node_id)
+                    for i, (u, v) in enumerate(zip(item.units, vecs[1:]))]
+        for c in children:
+            upsert_edge(conn, node_id, c, "contains", 1.0, now)
+        for a, b in zip(children, children[1:]):
+            upsert_edge(conn, a, b, "follows", 1.0, now)
+    log.info("memory updated", extra={"id": node_id, "parts": len(item.units)})
+    return {"id": node_id, "ids": [node_id, *children], "text_changed": changed}
+
+
+def history(db: Database, node_id: int) -> list[dict[str, Any]] | None:
+    """A node's past texts, oldest first ({text, source, changed_at}); None if there is no such node."""
+    if db.read("SELECT 1 FROM nodes WHERE id = ?", (int(node_id),)).fetchone() is None:
+        return None
+    return [{"text": t, "source": s, "changed_at": c} for t, s, c in db.read(
+        "SELECT text, source, changed_at FROM node_history WHERE node_id = ? ORDER BY id", (int(node_id),))]
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ threads: reads use the Database's per-thread reader connections, writes go
 through ``db.atomic()``. Like sqlite-utils' ``Table``, this class holds the
 shared parts and delegates each operation to the one module that owns it:
 
-    nodes.py        add, add_embedded, get, delete, archive, export, stats, meta
+    nodes.py        add, add_many, update, history, add_embedded, get, delete, archive,
+                    export, stats, meta (splitting.py: how a note becomes units)
     index_sync.py   the in-RAM code mirror, kept in step through vec_log
     retrieval.py    knn, retrieve, search (KNN -> graph expansion -> ranking)
     writeback.py    record_interaction, flush (queue + batch writer)
@@ -69,6 +70,26 @@ class MemoryStore:
                         source=source, trust=trust, quality=quality)
         self._maybe_evict()
         return ids
+
+    def add_many(self, items: Sequence[Mapping[str, Any]], *, link: bool = False,
+                 session_id: str | None = None) -> list[list[int]]:
+        """Store items ({text, kind?, metadata?}) in one embedding batch and one transaction.
+
+        Returns each item's ids as ``add`` does; ``link`` chains consecutive
+        items with ``follows`` edges (conversation turns in order).
+        """
+        ids = nodes.add_many(self.db, self.cfg, self.embedder, items, link=link, session_id=session_id)
+        self._maybe_evict()
+        return ids
+
+    def update(self, node_id: int, text: str, metadata: Mapping[str, Any] | None = None, *,
+               source: str = "user") -> dict[str, Any]:
+        """Replace a node's text keeping its id; the old text goes to its history (nodes.update)."""
+        return nodes.update(self.db, self.cfg, self.embedder, node_id, text, metadata, source=source)
+
+    def history(self, node_id: int) -> list[dict[str, Any]] | None:
+        """A node's past texts and why each changed, oldest first; None for an unknown id."""
+        return nodes.history(self.db, node_id)
 
     def add_embedded(self, texts: Sequence[str], vecs: np.ndarray, kind: str = "document", *,
                      source: str | None = None, quality: float = 1.0,

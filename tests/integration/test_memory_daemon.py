@@ -43,16 +43,88 @@ def test_added_document_answers_a_question_only_it_answers(daemon) -> None:
     added = c.memory_add("Harbor Lab note: the office wifi password is tangerine-42. "
                          "Guests use the network called HarborGuest.",
                          metadata={"source": "test"})
-    assert added["chunks"] == 1
+    assert added["chunks"] == 2 and added["parent_id"] == added["ids"][0]    # two sentences
     res = c.query("What is the wifi password at the Harbor Lab office?", max_tokens=32,
                   temperature=0.0)
     assert "tangerine-42" in res["text"], res
-    assert res["sources"][0]["id"] == added["ids"][0]
+    assert res["sources"][0]["id"] in added["ids"]
     assert res["latency_ms"]["retrieval"] > 0 and res["latency_ms"]["embedding"] > 0
     hits = c.memory_search("guest network name", k=3)
-    assert hits[0]["id"] == added["ids"][0]
+    assert hits[0]["id"] in added["ids"]
     node = c.memory_get(added["ids"][0])
     assert node["kind"] == "document" and "tangerine-42" in node["text"]
+
+
+COTTAGE = """Cottage notes for house-sitters
+The key safe by the porch opens with 2093.
+The wood burner needs the damper fully open before lighting.
+Fresh eggs come from Mrs. Aldous at the farm, 3.50 a dozen.
+The bins go out on Wednesday night. Glass goes in the green box.
+If the power trips, the fuse board is under the stairs."""
+
+
+def _edges(nodes: dict[int, dict], kind: str) -> set[tuple[int, int]]:
+    return {(nid, e["dst"]) for nid, n in nodes.items() for e in n["edges"] if e["kind"] == kind}
+
+
+def test_notes_are_split_updated_with_history_batched_and_deleted_whole(daemon) -> None:
+    c = daemon.client()
+    added = c.memory_add(COTTAGE, metadata={"file": "cottage.txt"})
+    parent, children = added["ids"][0], added["ids"][1:]
+    units = COTTAGE.splitlines()[:4] + ["The bins go out on Wednesday night.",
+                                        "Glass goes in the green box.", COTTAGE.splitlines()[-1]]
+    assert added["parent_id"] == parent and added["chunks"] == len(children) == len(units) == 7
+    top = c.memory_get(parent)
+    assert top["text"] == COTTAGE and top["metadata"] == {"file": "cottage.txt", "parts": 7}
+    assert top["chunk_ids"] == children and top["parent_id"] is None
+    for i, (cid, text) in enumerate(zip(children, units)):
+        node = c.memory_get(cid)
+        assert node["text"] == text and node["parent_id"] == parent
+        assert node["metadata"] == {"file": "cottage.txt", "parent_id": parent, "part": i}
+    exported = {n["id"]: n for n in c.memory_export() if n["id"] in added["ids"]}
+    assert _edges(exported, "contains") == {(parent, cid) for cid in children}
+    assert _edges(exported, "follows") == set(zip(children, children[1:]))
+    hits = c.memory_search("What is the code for the key safe?", k=3)
+    assert children[1] in [h["id"] for h in hits], hits
+
+    # update one sentence: same id, new text searchable, old text in its history
+    res = c.memory_update(children[1], "The key safe by the porch opens with 7710.")
+    assert res == {"id": children[1], "ids": [children[1]], "text_changed": True}
+    assert [(h["text"], h["source"]) for h in c.memory_history(children[1])] == [
+        ("The key safe by the porch opens with 2093.", "user")]
+    assert "opens with 7710." in c.memory_get(parent)["text"]
+    assert len(c.memory_history(parent)) == 1 and c.memory_history(children[2]) == []
+    hits = c.memory_search("key safe code 7710", k=3)
+    assert children[1] in [h["id"] for h in hits], hits
+    r = _cli(daemon, "memory", "update", str(children[2]), "The wood burner damper must be open.")
+    assert r.returncode == 0 and json.loads(r.stdout)["text_changed"] is True, r.stderr
+    r = _cli(daemon, "memory", "history", str(children[2]))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["history"][0]["text"] == units[2]
+
+    # 50 conversation turns in one request, chained in order
+    turns = [f"Turn {i}: Priya mentioned the cottage roof repair, item {i}." for i in range(50)]
+    got = c.call("memory.add", items=[{"text": t} for t in turns], link=True,
+                 metadata={"conversation": "c7"})
+    assert got["items"] == 50 and got["nodes"] == 50 and all(len(x) == 1 for x in got["ids"])
+    ids = [x[0] for x in got["ids"]]
+    exported = {n["id"]: n for n in c.memory_export() if n["id"] in ids}
+    assert [exported[i]["text"] for i in ids] == turns
+    assert all(exported[i]["metadata"] == {"conversation": "c7"} for i in ids)
+    assert set(zip(ids, ids[1:])) <= _edges(exported, "follows")
+    with pytest.raises(ClientError) as err:
+        c.call("memory.add", items=[{"text": "fine"}, {"text": ""}])
+    assert err.value.code == "bad_request" and err.value.details.get("field") == "memory.add.items[1].text"
+
+    # deleting the parent removes every child and their history
+    assert c.memory_delete(parent)["deleted"] is True
+    for nid in [parent, *children]:
+        with pytest.raises(ClientError) as err:
+            c.memory_get(nid)
+        assert err.value.code == "not_found"
+    with pytest.raises(ClientError) as err:
+        c.memory_history(children[1])
+    assert err.value.code == "not_found"
 
 
 def test_memory_ops_errors_and_delete(daemon) -> None:
@@ -132,6 +204,18 @@ def test_cli_import_export_round_trip(daemon, tmp_path: Path) -> None:
     assert any("boiler room key" in t for t in texts)
     r = _cli(daemon, "memory", "search", "bike lock", "-k", "2")
     assert r.returncode == 0 and "5512" in r.stdout
+    # an export of split notes imports back onto the same nodes (children are not copied)
+    c = daemon.client()
+    c.memory_add("Shed\nThe mower is on the left.\nThe rake hangs on the wall.")
+    r = _cli(daemon, "memory", "export", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    mine = [line for line in out.read_text().splitlines() if json.loads(line)["kind"] in ("document", "fact")]
+    assert any(json.loads(line)["metadata"].get("part") == 2 for line in mine)
+    (tmp_path / "mine.jsonl").write_text("\n".join(mine) + "\n")
+    before = c.memory_stats()["nodes"]
+    r = _cli(daemon, "memory", "import", str(tmp_path / "mine.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert c.memory_stats()["nodes"] == before
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     r = _cli(daemon, "memory", "import", str(bad))

@@ -1,14 +1,33 @@
-"""``memory.*``: add, search, get, delete, stats and export of the memory graph."""
+"""``memory.*``: add (one text or a batch of items), update, history, search, get,
+delete, stats and export of the memory graph.
+
+The rules live in memory/nodes.py and memory/splitting.py; this module only
+checks what the wire schema cannot (one of ``text``/``items``, the shape of
+each item, the ``kind`` filter) and shapes the replies.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ModelUnavailable, NotFound
-from ...protocol import TEXT_MAX, Arg
+from ...errors import BadRequest, ModelUnavailable, NotFound
+from ...memory.nodes import MAX_ITEMS
+from ...memory.types import NODE_KINDS
+from ...protocol import TEXT_MAX, Arg, check_args
 from .base import Op, OpContext
 
+# Protocol type names for error messages (docs/protocol.md), not Python's.
+WIRE_TYPES = {str: "str", int: "int", float: "num", bool: "bool", dict: "map", list: "array",
+              bytes: "bin", type(None): "nil"}
 NODE_ID = Arg(int, required=True, lo=1, hi=2**62)
+ADD_KINDS = ("document", "fact")
+METADATA = Arg(dict, max_len=32)
+# One element of memory.add ``items`` (checked here: the schema does not look inside arrays).
+ITEM_ARGS = {
+    "text": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
+    "kind": Arg(str, choices=ADD_KINDS),
+    "metadata": METADATA,
+}
 
 
 def store_of(ctx: OpContext) -> Any:
@@ -19,13 +38,67 @@ def store_of(ctx: OpContext) -> Any:
     return mem
 
 
+def batch_items(a: dict[str, Any]) -> list[dict[str, Any]]:
+    """memory.add ``items`` checked one by one; top-level kind/metadata are each item's defaults."""
+    out = []
+    for i, raw in enumerate(a["items"]):
+        path = f"memory.add.items[{i}]"
+        if not isinstance(raw, dict):
+            got = WIRE_TYPES.get(type(raw), type(raw).__name__)
+            raise BadRequest(f"{path}: expected map, got {got}", field=path)
+        it = check_args(path, raw, ITEM_ARGS)
+        out.append({"text": it["text"], "kind": it.get("kind") or a.get("kind", "document"),
+                    "metadata": {**(a.get("metadata") or {}), **(it.get("metadata") or {})}})
+    return out
+
+
 def add(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
-    ids = store_of(ctx).add(a["text"], kind=a.get("kind", "document"), metadata=a.get("metadata"))
-    return {"ids": ids, "chunks": len(ids)}
+    has_text, has_items = "text" in a, "items" in a
+    if has_text == has_items:
+        raise BadRequest("memory.add: give exactly one of text or items", field="memory.add.text")
+    store = store_of(ctx)
+    if has_items:
+        ids = store.add_many(batch_items(a), link=a.get("link", False))
+        return {"ids": ids, "items": len(ids), "nodes": sum(map(len, ids))}
+    if a.get("link"):
+        raise BadRequest("memory.add: link applies to items only", field="memory.add.link")
+    ids = store.add(a["text"], kind=a.get("kind", "document"), metadata=a.get("metadata"))
+    parent = ids[0] if len(ids) > 1 else None
+    return {"ids": ids, "chunks": len(ids) - (parent is not None), "parent_id": parent}
+
+
+def update(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
+    return dict(store_of(ctx).update(a["id"], a["text"], a.get("metadata")))
+
+
+def history(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
+    past = store_of(ctx).history(a["id"])
+    if past is None:
+        raise NotFound(f"no memory node {a['id']}", id=a["id"])
+    return {"id": a["id"], "history": past}
+
+
+def search_filters(a: dict[str, Any]) -> dict[str, Any]:
+    """The optional filters as store.search keywords (absent ones are not passed)."""
+    out: dict[str, Any] = {}
+    kind = a.get("kind")
+    if kind is not None:
+        kinds = [kind] if isinstance(kind, str) else list(kind)
+        for i, k in enumerate(kinds):
+            if not isinstance(k, str) or k not in NODE_KINDS:
+                path = "memory.search.kind" if isinstance(kind, str) else f"memory.search.kind[{i}]"
+                raise BadRequest(f"{path}: {k!r} is not one of {', '.join(NODE_KINDS)}", field=path)
+        if not kinds:
+            raise BadRequest("memory.search.kind: an empty array matches nothing",
+                             field="memory.search.kind")
+        out["kinds"] = kinds
+    if a.get("metadata"):
+        out["metadata"] = dict(a["metadata"])
+    return out
 
 
 def search(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
-    return {"hits": store_of(ctx).search(a["query"], a.get("k", 10))}
+    return {"hits": store_of(ctx).search(a["query"], a.get("k", 10), **search_filters(a))}
 
 
 def get(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
@@ -53,13 +126,23 @@ def export(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
 
 OPS = [
     Op("memory.add", "aux", {
-        "text": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
-        "kind": Arg(str, choices=("document", "fact"), default="document"),
-        "metadata": Arg(dict, max_len=32),
+        "text": Arg(str, min_len=1, max_len=TEXT_MAX),
+        "items": Arg(list, min_len=1, max_len=MAX_ITEMS),
+        "kind": Arg(str, choices=ADD_KINDS, default="document"),
+        "metadata": METADATA,
+        "link": Arg(bool, default=False),
     }, add, requires="memory"),
+    Op("memory.update", "aux", {
+        "id": NODE_ID,
+        "text": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
+        "metadata": METADATA,
+    }, update, requires="memory"),
+    Op("memory.history", "aux", {"id": NODE_ID}, history, requires="memory"),
     Op("memory.search", "aux", {
         "query": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
         "k": Arg(int, lo=1, hi=100, default=10),
+        "kind": Arg((str, list), min_len=1, max_len=16),
+        "metadata": METADATA,
     }, search, requires="memory"),
     Op("memory.get", "aux", {"id": NODE_ID}, get, requires="memory"),
     Op("memory.delete", "aux", {"id": NODE_ID}, delete, requires="memory"),
