@@ -1,4 +1,4 @@
--- 0007: take the model's ungrounded answers out of search.
+-- 0008: take the model's ungrounded answers out of search.
 --
 -- Before this version every generated answer that passed a quality heuristic
 -- was written back as a qa_pair, including invented ones ("The phone number
