@@ -127,7 +127,9 @@ class MemoryConfig:
     attention_heads: int = _f(4, 1, 16)
     dedup_cosine: float = _f(0.95, 0.5, 1.0)
     same_topic_cosine: float = _f(0.6, 0.0, 1.0)
-    min_relevance: float = _f(0.25, 0.0, 1.0)
+    # Floor on the calibrated relevance (ranking.FITTED): low, because the
+    # answer policy, not this floor, decides whether a record answers.
+    min_relevance: float = _f(0.01, 0.0, 1.0)
     # A record whose relevance is below this fraction of the best one stays out
     # of the prompt: a small model mixes up near-miss records with the answer.
     relative_relevance: float = _f(0.5, 0.0, 1.0)

@@ -144,9 +144,9 @@ class RankingParams:
 # not depend on which other candidates were retrieved (``min_relevance`` means
 # the same for every query). Feedback then moves the heads apart.
 # MiniLM cosines: paraphrases ~0.75-0.9, same topic ~0.4-0.55, unrelated < 0.2.
-FITTED = {"bias": -7.0, "cosine": 9.0, "lexical": 0.8, "cover": 3.0, "trust": 1.5,
-          "hop": -1.0, "prop_sim": 1.0}
-FITTED_ON = "placeholder"
+FITTED = {"bias": -6.6296, "cosine": 1.6956, "lexical": 0.0, "cover": 5.0869, "trust": 0.0,
+          "hop": 0.8478, "prop_sim": 1.6956}
+FITTED_ON = "dev: notes-dev + LoCoMo conv-26/conv-30 (fit_ranking.py, 2026-12-03)"
 
 
 def initial_params(heads: int = 4) -> RankingParams:

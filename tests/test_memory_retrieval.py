@@ -80,3 +80,50 @@ def test_retrieve_rejects_bad_vectors(db: Database, emb: Embedder) -> None:
         assert store.retrieve("q", emb.embed("q"), 5).candidates == []     # empty memory is fine
     finally:
         store.close()
+
+
+def test_a_model_answer_never_outranks_the_users_record_on_its_subject() -> None:
+    from ruvllm_edge.memory.retrieval import provenance_cap
+    v = np.eye(3, dtype=np.float32)
+    vecs = np.stack([v[0], v[0] * 0.9 + v[1] * 0.1, v[2]])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rel = np.array([0.6, 0.97, 0.9])
+    out = provenance_cap(rel, vecs, ["user", "model", "model"], [False, False, False], 0.6)
+    assert out[1] < out[0] and out[2] == 0.9            # same subject capped; another subject untouched
+    confirmed = provenance_cap(rel, vecs, ["user", "model", "model"], [False, True, False], 0.6)
+    assert confirmed[1] == 0.97                          # a confirmed answer keeps its place
+
+
+def test_fts_query_cover_and_filters() -> None:
+    from ruvllm_edge.errors import BadRequest
+    from ruvllm_edge.memory.retrieval import Filters, cover, fts_query
+    assert fts_query('What is the "code" for the gate?') == '"code" OR "gate"'
+    assert fts_query("what is it?") is None
+    from ruvllm_edge.answer.text import stem
+    df = {stem("gate"): 1, stem("code"): 5}              # keyed by the policy's stems
+    assert cover("the gate code", "The gate code is 4821.", df, 10) == pytest.approx(1.0)
+    part = cover("the gate code", "The garage code is 4821.", df, 10)
+    assert 0.0 < part < 0.5                              # the rare word missing weighs most
+    where, params = Filters.of(["fact"], {"room": "kitchen", "floor": 2}).sql()
+    assert where.count("AND") == 3 and params == ["fact", "kitchen", 2]
+    with pytest.raises(BadRequest):
+        Filters.of(["nope"])
+    with pytest.raises(BadRequest):
+        Filters.of(None, {"bad key": 1})
+
+
+def test_search_finds_the_sentence_by_its_words_and_filters_it(db: Database, emb: Embedder) -> None:
+    store = make_store(db, emb)
+    try:
+        store.add("House notes\nThe garage door code is 4821.\nThe front gate code is 7391.",
+                  metadata={"house": "rowan"})
+        store.add("The office gate code is 1122.", kind="fact", metadata={"house": "office"})
+        hits = store.search("What is the code for the front gate?", k=3)
+        assert "7391" in hits[0]["preview"] and hits[0]["parent_id"]
+        assert all(h["preview"] != "House notes" or h["relevance"] < hits[0]["relevance"] for h in hits)
+        only = store.search("gate code", k=5, kinds=["fact"])
+        assert [h["kind"] for h in only] == ["fact"]
+        rowan = store.search("gate code", k=5, metadata={"house": "rowan"})
+        assert rowan and all(h["metadata"]["house"] == "rowan" for h in rowan)
+    finally:
+        store.close()

@@ -57,28 +57,28 @@ def test_single_head_relevance_is_sigmoid_and_set_independent() -> None:
     np.testing.assert_allclose(rel_sub, rel[:3], rtol=1e-9)
 
 
-def test_initial_params_rank_by_similarity_and_trust() -> None:
+def test_initial_params_rank_by_similarity_and_shared_words() -> None:
     p = initial_params(4)
-    rows = {
-        "correction": one(1.0, 0.76, quality=1.0),
-        "wrong_answer": one(0.4, 0.80),
-        "paraphrase_qa": one(0.4, 0.85),
-        "weak_qa": one(0.4, 0.30),
-        "unrelated_fact": one(1.0, 0.10, quality=1.0),
-        "document": one(0.8, 0.60, quality=1.0),
-    }
+
+    def ev(sim: float, cover: float, hop: int = 0, path_weight: float = 1.0,
+           relation: str = "hit") -> np.ndarray:
+        return edge_features([relation], np.array([path_weight]), np.array([1.0]), np.array([hop]),
+                             np.array([0.8]), np.array([1.0]), np.array([sim * path_weight]),
+                             np.array([1.0]), np.array([cover]))[0]
+
+    rows = {"answer_line": (0.62, 0.8), "sibling_line": (0.66, 0.2), "unrelated": (0.10, 0.0),
+            "paraphrase": (0.85, 0.5)}
     names = list(rows)
-    E = np.stack([rows[k] for k in names])
-    sim = np.array([0.76, 0.80, 0.85, 0.30, 0.10, 0.60])
-    rel = dict(zip(names, rank(sim, E, None, p)))
-    assert rel["correction"] > rel["wrong_answer"]              # trust beats a small similarity gap
-    assert rel["paraphrase_qa"] > rel["wrong_answer"]           # similarity orders equal trust
-    assert rel["weak_qa"] < 0.25 and rel["unrelated_fact"] < 0.25  # below the default min_relevance
-    assert rel["paraphrase_qa"] > 0.9 and rel["document"] > 0.5
-    # a hop costs something: the same node reached over an edge ranks below a direct hit
-    hop = rank(np.array([0.6, 0.6]), np.stack([one(0.8, 0.6), one(0.8, 0.6, hop=1, relation="same_topic",
-                                                                   path_weight=0.4)]), None, p)
-    assert hop[0] > hop[1]
+    E = np.stack([ev(*rows[k]) for k in names])
+    rel = dict(zip(names, rank(np.array([rows[k][0] for k in names]), E, None, p)))
+    # The line holding the question's rare words beats a sibling that is only a bit more similar.
+    assert rel["answer_line"] > rel["sibling_line"] > rel["unrelated"]
+    assert rel["paraphrase"] > rel["sibling_line"]
+    assert rel["unrelated"] < 0.01                          # below the default min_relevance
+    # Every head is identical: relevance is exactly the fitted logistic, whatever else was retrieved.
+    f = ranking.FITTED
+    z = (f["bias"] + (f["cosine"] + f["prop_sim"]) * 0.62 + f["cover"] * 0.8 + f["lexical"])
+    assert rel["answer_line"] == pytest.approx(1 / (1 + np.exp(-z)), rel=1e-6)   # float32 features
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
