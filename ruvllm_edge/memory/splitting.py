@@ -86,5 +86,9 @@ def split_units(text: str, chunk_tokens: int,
     units: list[str] = []
     for line in text.splitlines():
         for sentence in split_sentences(line):
-            units.extend(chunk_text(sentence, chunk_tokens, offsets))
+            if len(sentence) <= chunk_tokens:
+                # every token spans at least one character: it fits without tokenizing
+                units.append(sentence)
+            else:
+                units.extend(chunk_text(sentence, chunk_tokens, offsets))
     return units
