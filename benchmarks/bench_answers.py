@@ -86,6 +86,7 @@ def config_toml(policy: str) -> str:
 
 
 def run_policy(policy: str, data: dict[str, Any], work: Path, models: Path) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
     d = BenchDaemon(work / policy, models, config_toml(policy)).start(until_loaded=False)
     use_memory = policy != "no_memory"
     taught: list[dict[str, Any]] = []

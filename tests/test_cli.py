@@ -105,3 +105,11 @@ def test_memory_import_reads_export_rows_without_split_children(tmp_path: Path) 
                                        ("The gate code is 7341.", "fact", {"by": "me"}),
                                        ("Old-style chunk", "document", {}),
                                        ("its second chunk", "document", {})]
+
+
+def test_ask_lists_the_sources_under_the_answer() -> None:
+    from ruvllm_edge.cli.query import sources_lines
+    res = {"sources": [{"id": 3, "kind": "document", "source": "user",
+                        "preview": "The key safe\nopens with 5093."}]}
+    assert sources_lines(res) == ["sources:", "  [3] document from user: The key safe opens with 5093."]
+    assert sources_lines({"sources": []}) == []

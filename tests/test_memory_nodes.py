@@ -225,8 +225,9 @@ def test_update_resplits_a_parent_and_patches_a_parent_from_a_child(db: Database
         assert store.update(parent, "The kitchen is being rebuilt.")["ids"] == [parent]
         assert store.get(parent)["metadata"] == {} and store.get(parent)["chunk_ids"] == []
         assert store.stats()["nodes"] == 1 and len(store.history(parent)) == 3
-        # a plain node updated to several sentences becomes a parent
-        assert len(store.update(parent, "Kitchen. It is new.")["ids"]) == 3
+        # a plain node updated to several lines becomes a parent
+        assert len(store.update(parent, "Kitchen\nIt is new.")["ids"]) == 3
+
     finally:
         store.close()
 

@@ -38,6 +38,12 @@ def test_lines_then_sentences_blank_lines_dropped_text_kept_exactly() -> None:
     units = split_units(note, 200, words)
     assert units == ["House notes", "- Front door code: 4821", "Wifi: tangerine-42.",
                      "Guests use HarborGuest.", "Boiler serviced by Dr. Heat Ltd."]
+    # One short line (a conversation turn) stays whole; a long one-line paragraph is split.
+    turn = "Caroline: I went to the support group yesterday. It was so powerful!"
+    assert split_units(turn, 200, words) == [turn]
+    para = " ".join(["The boiler is in the loft and was serviced in March by Ashdown Heating."] * 2 +
+                    ["Its pressure should sit near 1.5 bar, and the manual is in the drawer under the hob."])
+    assert len(para.split()) > 40 and split_units(para, 200, words) == split_sentences(para)
     assert all(u in note for u in units)                  # exact substrings, never rewritten
 
 

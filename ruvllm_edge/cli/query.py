@@ -9,6 +9,15 @@ from typing import Any
 from .common import client, print_json
 
 
+def sources_lines(res: dict[str, Any]) -> list[str]:
+    """The records an answer came from, one line each, for under the answer."""
+    out = []
+    for s in res.get("sources") or []:
+        out.append(f"  [{s.get('id')}] {s.get('kind')} from {s.get('source', 'user')}: "
+                   f"{' '.join(str(s.get('preview', '')).split())}")
+    return (["sources:", *out] if out else [])
+
+
 def cmd_ask(ns: argparse.Namespace) -> int:
     cons = {"max_tokens": ns.max_tokens, "temperature": ns.temperature, "top_p": ns.top_p,
             "max_latency_ms": ns.max_latency_ms}
@@ -20,6 +29,8 @@ def cmd_ask(ns: argparse.Namespace) -> int:
                 print_json(res)
             else:
                 print(res["text"])
+                for line in sources_lines(res):
+                    print(line)
             return 0
         stream = c.stream(ns.text, ns.session, use_memory=use_memory, **cons)
         for piece in stream:
@@ -27,6 +38,8 @@ def cmd_ask(ns: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         res = stream.result or {}
+        for line in sources_lines(res):
+            print(line)
         if res.get("truncated"):
             print(f"[truncated: {res.get('finish_reason')}]", file=sys.stderr)
         print(f"[request {res.get('request_id')}]", file=sys.stderr)

@@ -8,6 +8,8 @@ count over the questions or over repeated tries, with the threshold stated.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -73,6 +75,13 @@ def test_a_house_note_is_answered_declined_and_kept_clean(start_daemon: Any) -> 
     # Threshold: 5 of 5 declined, and no stored value leaks into any of them.
     assert len(declined) == len(NEVER), [(q, r["text"]) for q, r in zip(NEVER, never)]
     assert not [r["text"] for r in never if any(v in r["text"] for v in VALUES)]
+
+    # `ruvllm-edge ask` shows the records under the answer.
+    out = subprocess.run([sys.executable, "-m", "ruvllm_edge.cli", "ask", "--no-stream", "--endpoint",
+                          d.endpoint, "What is the wifi password?"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "heron-lamp-62" in out.stdout and "sources:" in out.stdout and "from user" in out.stdout
 
     general = [ask(c, q) for q in GENERAL]
     assert all(r["text"] and r["finish_reason"] != "declined" for r in general), general
