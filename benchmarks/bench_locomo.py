@@ -361,9 +361,11 @@ class HitMapper:
 
 
 def config_toml(model: str) -> str:
-    """The daemon's defaults, with the model kept loaded and no idle-time learning mid-run."""
+    """The daemon's defaults, with the model kept loaded, no idle-time learning mid-run and
+    no per-client rate limit (one client sends every turn and question back to back)."""
     return (f'[inference]\nkeep_alive_s = -1\nmodel = "{model}"\n'
-            "[learning]\nidle_after_s = 86400.0\n")
+            "[learning]\nidle_after_s = 86400.0\n"
+            "[server]\nrate_limit_per_s = 100000.0\nrate_limit_burst = 1000000\n")
 
 
 def data_sha256(path: Path) -> str:
