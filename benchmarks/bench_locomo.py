@@ -33,8 +33,9 @@ data dir, so questions never see another conversation's turns):
       else ``memory.export``/``memory.get``, following ``parent_id`` for child
       nodes of a split turn); duplicates are dropped in rank order.
   Category 5 (adversarial) questions are counted but not scored: their
-  "evidence" supports a trap, not an answer.
-- QA (``--qa N``, 0 = off): N answerable questions drawn from the split with a
+  "evidence" supports a trap, not an answer. The pipeline's lead over each
+  baseline is saved with a 95% paired bootstrap interval over the questions.
+- QA (``--qa N``, default 20, 0 = off; 10-40 s a question here): N answerable questions drawn from the split with a
   fixed seed, each asked through ``query`` with memory and with
   ``use_memory: false`` (same daemon, same model, temperature 0), for each
   model present in models/ (SmolLM2-135M; Qwen2.5-Coder 0.5B when fetched).
@@ -53,7 +54,9 @@ Categories by number, as LoCoMo's data uses them: 1 multi-hop, 2 temporal,
 
 Usage: python benchmarks/bench_locomo.py [--split fit|report|all] [--qa 40] [--models auto]
 Saves into benchmarks/results/bench_locomo.json, one entry per split (a
-rerun replaces only its own split's entry).
+rerun replaces only its own split's entry; a ``--qa 0`` rerun keeps that
+split's last QA figures under ``qa_previous_run``, with their own date and
+commit). Recall alone (``--qa 0``) takes about 1-2 minutes per split here.
 """
 
 from __future__ import annotations
@@ -234,6 +237,23 @@ def summarise_recall(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     return out
 
 
+def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, float]:
+    """Mean of a - b over paired items, with a percentile bootstrap interval (items resampled).
+
+    Says whether one retriever is ahead of another on the same questions by
+    more than the luck of which questions were asked.
+    """
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size == 0:
+        raise ValueError("no paired items")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, (n_boot, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return {"mean": round(float(d.mean()), 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4),
+            "n": int(d.size), "level": level}
+
+
 def qa_questions(convs: Sequence[dict[str, Any]], n: int, seed: int,
                  adversarial: bool = False) -> list[tuple[str, int]]:
     """(conv id, qa index) of n questions drawn with a fixed seed, in data order."""
@@ -323,8 +343,10 @@ class HitMapper:
         self.client = client
         self.map: dict[int, list[str]] = {i: list(v) for i, v in added.items()}
         self.parent: dict[int, int | None] = {}
+        self.nodes = 0
         for node in client.memory_export():
             self._learn(node)
+            self.nodes += 1
         self.unmapped = 0
         self.hits = 0
 
@@ -418,12 +440,14 @@ def recall_conversation(conv: dict[str, Any], d: BenchDaemon, emb: Any, rows: li
             hits = c.memory_search(q["question"], k=SEARCH_K)
             rates["search_lat_s"].append(time.perf_counter() - t)
             ranked_pipe = dedupe(x for h in hits for x in mapper.dia_ids(h))
+            counts["pipeline_distinct_turns"] += len(ranked_pipe)
             dense_top = np.argsort(-(tvecs @ qv), kind="stable")[:max(KS)]
             rows.append({"conv": conv["id"], "qa_index": qi, "category": q["category"], "gold": gold,
                          "ranked": {"bm25": [dias[i] for i in bm25.top(tokenize(q["question"]), max(KS))],
                                     "bm25_fts5_porter": [dias[i] for i in fts(q["question"], max(KS))],
                                     "dense": [dias[int(i)] for i in dense_top],
                                     "pipeline": ranked_pipe}})
+        counts["nodes_after_ingest"] += mapper.nodes
         counts["pipeline_hits"] += mapper.hits
         counts["pipeline_hits_unmapped"] += mapper.unmapped
     counts["turns"] += len(turns)
@@ -494,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", choices=("fit", "report", "all"), default="report")
     ap.add_argument("--fit-convs", type=int, default=2, help="conversations (first by id) in the fit split")
-    ap.add_argument("--qa", type=int, default=40, help="answerable questions asked through query (0 = off)")
+    ap.add_argument("--qa", type=int, default=20,
+                    help="answerable questions asked through query (0 = off); ~10-40 s each here")
     ap.add_argument("--qa-adversarial", type=int, default=0,
                     help="category-5 questions also asked, for declines only (not scored by F1)")
     ap.add_argument("--max-tokens", type=int, default=32)
@@ -523,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter = Counter()
     qa_rows: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     router_seed: Path | None = None
+    load_start = os.getloadavg()[0]
     t_start = time.perf_counter()
     print(f"bench_locomo: split={args.split} conversations={[c['id'] for c in convs]} qa={len(picks)} "
           f"models={models}", flush=True)
@@ -551,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
                                 qa_rows[m].append({"conv": conv["id"], **r})
                         finally:
                             qd.stop()
+            except BaseException:
+                for log in sorted(base.glob("*.log")):   # the temp dir goes with the exception
+                    print(f"--- tail of {log.name}:\n" + "\n".join(log.read_text(errors="replace")
+                                                                 .splitlines()[-30:]), file=sys.stderr)
+                raise
             finally:
                 d.stop()
             if router_seed is None and (d.data / "router.npz").is_file():
@@ -564,6 +595,15 @@ def main(argv: list[str] | None = None) -> int:
 
     recall = summarise_recall(rows, METHODS)
     print_recall(args.split, recall)
+    versus = {}
+    for base in ("bm25", "bm25_fts5_porter", "dense"):
+        for k in KS:
+            ci = paired_bootstrap_ci([recall_at_k(r["ranked"]["pipeline"], r["gold"], k) for r in rows],
+                                     [recall_at_k(r["ranked"][base], r["gold"], k) for r in rows])
+            versus[f"pipeline_minus_{base}_recall@{k}"] = {"split": args.split, **ci}
+    for key in ("pipeline_minus_bm25_recall@10", "pipeline_minus_bm25_fts5_porter_recall@10"):
+        v = versus[key]
+        print(f"{key}: {v['mean']:+.3f} (95% paired bootstrap {v['lo']:+.3f}..{v['hi']:+.3f}, n={v['n']})")
     lat = rates["search_lat_s"]
     n_items, ingest_s = sum(rates["ingest_items"]), sum(rates["ingest_s"])
     entry: dict[str, Any] = {
@@ -575,7 +615,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"path": str(path), "sha256": data_sha256(path), "licence": "CC BY-NC 4.0 (not in the repo)"},
         "search_k": SEARCH_K, "ks": list(KS),
         "counts": dict(counts),
+        "pipeline_mean_distinct_turns_in_top_k": (round(counts["pipeline_distinct_turns"] / len(lat), 2)
+                                                  if lat else None),
         "recall": {m: {"split": args.split, **by} for m, by in recall.items()},
+        "pipeline_versus_baselines": versus,
         "methods": {
             "bm25": "in-process Okapi BM25, k1 1.2, b 0.75, lowercase [a-z0-9]+ tokens, no stemming",
             "bm25_fts5_porter": f"in-process SQLite FTS5 bm25(), tokenize '{FTS5_TOKENIZE}', OR of query words",
@@ -592,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
             "search_p99_ms": round(pct(lat, 99) * 1e3, 1) if lat else None,
             "daemon_start_s_p50": round(pct(rates.get("daemon_start_s", [0.0]), 50), 2),
             "wall_s": round(time.perf_counter() - t_start, 1),
+            "load_avg_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+            "note": "rates are wall-clock on a shared 2-core machine; compare within one run only",
         },
         "qa": {m: summarise_qa(r, args.split, m) for m, r in qa_rows.items() if r},
         "qa_settings": {"n_answerable": args.qa, "n_adversarial": args.qa_adversarial, "seed": args.seed,
@@ -615,6 +660,12 @@ def main(argv: list[str] | None = None) -> int:
             old = json.loads(args.out.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
+    prev = old.get("splits", {}).get(args.split, {})
+    if not entry["qa"] and (prev.get("qa") or prev.get("qa_previous_run")):
+        # a recall-only rerun keeps the last QA figures of this split, labelled as such
+        entry["qa_previous_run"] = prev.get("qa_previous_run") or {
+            "created_at": prev.get("created_at"), "code": prev.get("code"), "qa": prev["qa"],
+            "qa_settings": prev.get("qa_settings")}
     results = {"benchmark": "bench_locomo", "dataset": "LoCoMo development half (5 of 10 conversations)",
                "reference": REFERENCE, "splits": {**old.get("splits", {}), args.split: entry}}
     save_results(results, args.out, echo=False)

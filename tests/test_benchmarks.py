@@ -144,3 +144,17 @@ def test_bench_locomo_skips_cleanly_without_the_data(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "skipped" in r.stdout and "absent.json" in r.stdout
     assert not out.exists()
+
+
+def test_locomo_paired_bootstrap_interval_brackets_the_mean_difference() -> None:
+    import pytest
+    lb = _load_bench("bench_locomo")
+    a = [1.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0]
+    b = [0.0, 1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0]
+    ci = lb.paired_bootstrap_ci(a, b, n_boot=500, seed=1)
+    assert ci["mean"] == 0.375 and ci["n"] == 8
+    assert 0.0 <= ci["lo"] < ci["mean"] < ci["hi"] <= 1.0
+    same = lb.paired_bootstrap_ci(a, a)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError):
+        lb.paired_bootstrap_ci([], [])
