@@ -59,3 +59,96 @@ def python_doc_sentences(limit: int) -> list[str]:
     out = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
     out = [s for s in out if 40 <= len(s) <= 300 and not s.startswith((">>>", "..."))]
     return list(dict.fromkeys(out))[:limit]
+
+
+# ---------------------------------------------------------------------------
+# LoCoMo (Maharana et al., ACL 2024), development half: CC BY-NC 4.0, so it is
+# read from outside the repository (env RUVLLM_EDGE_LOCOMO, else
+# ../shared/data/locomo-dev.json relative to the repo root) and never copied in.
+
+LOCOMO_ENV = "RUVLLM_EDGE_LOCOMO"
+LOCOMO_DEFAULT = ROOT.parent / "shared" / "data" / "locomo-dev.json"
+_DIA_ID = re.compile(r"D:?(\d+):(\d+)")
+
+
+def _main_checkout(root: Path) -> Path | None:
+    """The main checkout of a git worktree (whose ``.git`` is a file naming its gitdir), else None."""
+    dotgit = root / ".git"
+    if not dotgit.is_file():
+        return None
+    line = dotgit.read_text(encoding="utf-8").strip()
+    if not line.startswith("gitdir:"):
+        return None
+    gitdir = Path(line.split(":", 1)[1].strip())   # <main>/.git/worktrees/<name>
+    return gitdir.parent.parent.parent if gitdir.parent.name == "worktrees" else None
+
+
+def locomo_path() -> Path:
+    """Where the LoCoMo file is (it may be absent: callers skip then).
+
+    env RUVLLM_EDGE_LOCOMO, else ../shared/data/locomo-dev.json beside the
+    repository; from a git worktree, also beside the main checkout.
+    """
+    import os
+    if os.environ.get(LOCOMO_ENV):
+        return Path(os.environ[LOCOMO_ENV])
+    main = _main_checkout(ROOT)
+    if not LOCOMO_DEFAULT.is_file() and main is not None:
+        beside_main = main.parent / "shared" / "data" / "locomo-dev.json"
+        if beside_main.is_file():
+            return beside_main
+    return LOCOMO_DEFAULT
+
+
+def norm_dia_ids(raw: object) -> list[str]:
+    """Evidence references as canonical ``D<session>:<turn>`` ids, in order, without duplicates.
+
+    The published evidence lists are not uniform: ``"D8:6; D9:17"`` holds two
+    ids, ``"D30:05"`` has a leading zero, ``"D:11:26"`` a stray colon and
+    ``"D"`` none at all (dropped).
+    """
+    items = raw if isinstance(raw, list) else [raw]
+    out: list[str] = []
+    for item in items:
+        for s, t in _DIA_ID.findall(str(item)):
+            dia = f"D{int(s)}:{int(t)}"
+            if dia not in out:
+                out.append(dia)
+    return out
+
+
+def locomo_turn_text(speaker: str, text: str, caption: str | None) -> str:
+    """A turn as it is stored: ``"<speaker>: <text>"``, plus the shared photo's caption."""
+    out = f"{speaker}: {text}".strip()
+    if caption:
+        out += f" (shared {caption.strip()})"
+    return out
+
+
+def load_locomo(path: Path) -> list[dict]:
+    """The conversations, sorted by sample id, in a plain shape.
+
+    Each: ``{"id", "speakers": [a, b], "sessions": [{"n", "date", "turns":
+    [{"dia_id", "speaker", "text", "caption"}]}], "qa": [{"question",
+    "answer", "category", "evidence"}]}``; ``answer`` is the adversarial
+    answer for category 5 (kept apart as ``adversarial``: there is no true
+    answer), ``evidence`` is normalised by ``norm_dia_ids``.
+    """
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    convs = []
+    for sample in raw:
+        c = sample["conversation"]
+        nums = sorted(int(m.group(1)) for k in c if (m := re.fullmatch(r"session_(\d+)", k))
+                      and isinstance(c[k], list))
+        sessions = []
+        for n in nums:
+            turns = [{"dia_id": norm_dia_ids(t["dia_id"])[0], "speaker": t["speaker"],
+                      "text": str(t.get("text", "")), "caption": t.get("blip_caption")}
+                     for t in c[f"session_{n}"] if norm_dia_ids(t.get("dia_id", ""))]
+            sessions.append({"n": n, "date": str(c.get(f"session_{n}_date_time", "")), "turns": turns})
+        qa = [{"question": q["question"], "answer": str(q.get("answer", "")),
+               "adversarial": q.get("adversarial_answer"), "category": int(q["category"]),
+               "evidence": norm_dia_ids(q.get("evidence", []))} for q in sample["qa"]]
+        convs.append({"id": sample["sample_id"], "speakers": [c.get("speaker_a"), c.get("speaker_b")],
+                      "sessions": sessions, "qa": qa})
+    return sorted(convs, key=lambda x: x["id"])

@@ -39,3 +39,122 @@ def test_bench_router_is_a_short_cli_over_its_parts() -> None:
     assert len((BENCH / "bench_router.py").read_text().splitlines()) < 200
     for part in ("latency", "forgetting", "workload", "report"):
         assert (BENCH / "router" / f"{part}.py").is_file()
+
+
+# -- bench_locomo: its metric functions are pure and tested on tiny synthetic data;
+#    the LoCoMo data itself never enters the tests (CC BY-NC, kept outside the repo).
+
+def _load_bench(name: str):  # type: ignore[no-untyped-def]
+    """A benchmark script as a module (its imports of _common/_datasets resolve from benchmarks/)."""
+    import importlib.util
+    import sys
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_locomo_bm25_ranks_by_rare_terms_and_length() -> None:
+    import math
+    lb = _load_bench("bench_locomo")
+    assert lb.tokenize("Mel's LGBTQ group, 7 May!") == ["mel", "s", "lgbtq", "group", "7", "may"]
+    docs = [lb.tokenize(t) for t in (
+        "the cat sat on the mat",
+        "a dog chased the cat around the garden for a long long time",
+        "the boiler was serviced by Ada",
+        "the dog barked",
+    )]
+    bm = lb.BM25(docs)
+    # a term in one document only: that document alone, first
+    assert bm.top(lb.tokenize("who serviced the boiler"), 3)[0] == 2
+    # "dog" is in docs 1 and 3 equally often: the shorter one ranks first
+    assert bm.top(["dog"], 4) == [3, 1]
+    # no shared term: nothing is returned rather than arbitrary documents
+    assert bm.top(["zebra"], 4) == []
+    # the score by hand for one term in one document (Lucene idf, k1 1.2, b 0.75)
+    n, df, tf = 4, 1, 1
+    avgdl = sum(map(len, docs)) / n
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    want = idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * len(docs[2]) / avgdl))
+    assert abs(bm.scores(["boiler"])[2] - want) < 1e-9
+    # a repeated query word counts once
+    assert list(bm.scores(["dog", "dog"])) == list(bm.scores(["dog"]))
+
+
+def test_locomo_recall_at_k_dedupes_in_rank_order() -> None:
+    import pytest
+    lb = _load_bench("bench_locomo")
+    ranked = ["D1:2", "D1:2", "D3:1", "D1:4", "D2:2"]
+    assert lb.recall_at_k(ranked, ["D1:4"], 3) == 1.0      # the duplicate does not use up a slot
+    assert lb.recall_at_k(ranked, ["D1:4"], 2) == 0.0
+    assert lb.recall_at_k(ranked, ["D1:2", "D9:9"], 10) == 0.5
+    assert lb.recall_at_k([], ["D1:1"], 5) == 0.0
+    with pytest.raises(ValueError):
+        lb.recall_at_k(ranked, [], 5)
+    rows = [{"category": 4, "gold": ["D1:1"], "ranked": {"m": ["D1:1"]}},
+            {"category": 4, "gold": ["D1:2"], "ranked": {"m": ["D9:9"] * 5 + ["D8:1", "D8:2", "D8:3",
+                                                                             "D8:4", "D1:2"]}},
+            {"category": 2, "gold": ["D2:1", "D2:2"], "ranked": {"m": ["D2:2"]}}]
+    s = lb.summarise_recall(rows, ["m"])["m"]
+    # distinct turns: D1:2 is 6th (the five D9:9 are one), so in the top 10 but not the top 5
+    assert s["single_hop"] == {"n": 2, "recall@5": 0.5, "recall@10": 1.0}
+    assert s["temporal"] == {"n": 1, "recall@5": 0.5, "recall@10": 0.5}
+    assert s["overall"] == {"n": 3, "recall@5": 0.5, "recall@10": round(2.5 / 3, 4)}
+
+
+def test_locomo_answer_f1_normalises_like_locomo() -> None:
+    lb = _load_bench("bench_locomo")
+    assert lb.normalize_answer("The Cat, and a Hat!") == "cat hat"
+    assert lb.token_f1("7 May 2023", "7 May, 2023.") == 1.0
+    assert lb.token_f1("", "anything") == 0.0
+    assert abs(lb.token_f1("she went on 7 May", "7 May 2023") - 2 * (2 / 5) * (2 / 3) / (2 / 5 + 2 / 3)) < 1e-12
+    # category 1: list answers, each gold part scored against its best predicted part
+    assert lb.locomo_f1("painting, hiking", "hiking, painting", 1) == 1.0
+    assert lb.locomo_f1("hiking", "hiking, painting", 1) == 0.5
+    # category 3: only the first ';' part of the gold answer counts
+    assert lb.locomo_f1("likely yes", "Likely yes; she said so", 3) == 1.0
+    assert lb.is_decline("I don't have that in my notes.") and lb.is_decline("Sorry, I don't know.")
+    assert not lb.is_decline("She went to the support group on 7 May.")
+
+
+def test_locomo_splits_are_by_conversation_and_disjoint() -> None:
+    from _datasets import locomo_turn_text, norm_dia_ids
+    lb = _load_bench("bench_locomo")
+    convs = [{"id": f"conv-{n}"} for n in (43, 26, 41, 30, 42)]
+    fit = [c["id"] for c in lb.split_conversations(convs, "fit", 2)]
+    report = [c["id"] for c in lb.split_conversations(convs, "report", 2)]
+    assert fit == ["conv-26", "conv-30"] and report == ["conv-41", "conv-42", "conv-43"]
+    assert len(lb.split_conversations(convs, "all", 2)) == 5
+    assert norm_dia_ids(["D8:6; D9:17", "D30:05", "D:11:26", "D", "D8:6"]) == ["D8:6", "D9:17", "D30:5", "D11:26"]
+    assert locomo_turn_text("Ann", "Look!", "a photo of a dog") == "Ann: Look! (shared a photo of a dog)"
+    assert locomo_turn_text("Ann", "Hi", None) == "Ann: Hi"
+
+
+def test_bench_locomo_skips_cleanly_without_the_data(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "out.json"
+    env = {**os.environ, "RUVLLM_EDGE_LOCOMO": str(tmp_path / "absent.json")}
+    r = subprocess.run([sys.executable, str(BENCH / "bench_locomo.py"), "--qa", "0", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "skipped" in r.stdout and "absent.json" in r.stdout
+    assert not out.exists()
+
+
+def test_locomo_paired_bootstrap_interval_brackets_the_mean_difference() -> None:
+    import pytest
+    lb = _load_bench("bench_locomo")
+    a = [1.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0]
+    b = [0.0, 1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.0]
+    ci = lb.paired_bootstrap_ci(a, b, n_boot=500, seed=1)
+    assert ci["mean"] == 0.375 and ci["n"] == 8
+    assert 0.0 <= ci["lo"] < ci["mean"] < ci["hi"] <= 1.0
+    same = lb.paired_bootstrap_ci(a, a)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError):
+        lb.paired_bootstrap_ci([], [])
