@@ -12,6 +12,7 @@ adds the connection identity in front. Replies go back with the same prefix.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -45,13 +46,21 @@ class TokenBucket:
         self._state: dict[bytes, tuple[float, float]] = {}
 
     def allow(self, key: bytes, now: float) -> bool:
+        return self.take(key, now) == 0.0
+
+    def take(self, key: bytes, now: float) -> float:
+        """Spend one token: 0.0 when allowed, else the seconds until one is available.
+
+        The wait is what ``rate_limited`` sends as ``retry_after_ms``: a client
+        that sleeps that long before its next request is let through.
+        """
         tokens, last = self._state.get(key, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens < 1.0:
             self._state[key] = (tokens, now)
-            return False
+            return (1.0 - tokens) / self.rate
         self._state[key] = (tokens - 1.0, now)
-        return True
+        return 0.0
 
     def purge(self, now: float, idle_s: float = 60.0) -> None:
         for k in [k for k, (_, last) in self._state.items() if now - last > idle_s]:
@@ -161,17 +170,19 @@ class Transport:
                                 BadRequest(f"expected one message frame, got {len(rest)}"))
                 return
             data = rest[-1]
-            if not self.rate.allow(ident, time.monotonic()):
+            wait_s = self.rate.take(ident, time.monotonic())
+            if wait_s > 0.0:
                 self.send_error(sock, ident, prefix, protocol.peek_id(data),
-                                RateLimited("too many requests from this client",
-                                            rate_per_s=self.settings.rate_limit_per_s))
+                                RateLimited("too many requests from this connection",
+                                            retry_after_ms=max(1, math.ceil(wait_s * 1000)),
+                                            rate_per_s=self.rate.rate, burst=self.rate.burst))
                 return
             try:
                 req = protocol.decode_request(data, self.settings.max_message_bytes,
                                               self.schemas)
             except RuvError as exc:
                 self.metrics.malformed.labels(exc.code).inc()
-                self.send_error(sock, ident, prefix, protocol.peek_id(data), exc)
+                self.send_error(sock, ident, prefix, protocol.reply_id(exc, data), exc)
                 return
             assert self.on_request is not None
             self.on_request(sock, ident, prefix, req, accepting)
