@@ -10,6 +10,7 @@ loop or a worker down.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable, Mapping
 
@@ -28,6 +29,16 @@ log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], None]
 BUSY_RETRY_MS = 500        # the retry_after_ms hint of a full queue (docs/protocol.md)
 SHUTDOWN_RETRY_MS = 1000   # ... and of a daemon that is draining
+
+
+def field_named_in(message: str, schema: Mapping[str, Any]) -> str:
+    """``details.field`` for a bad_request an op raised without one (docs/protocol.md
+    promises it on every bad_request): the argument its message names first, else
+    ``args``. The schema check names fields itself; this covers the values it
+    accepts and an op then refuses (a blank query, say)."""
+    hits = [(m.start(), name) for name in schema
+            if (m := re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", message))]
+    return f"args.{min(hits)[1]}" if hits else "args"
 
 
 class Dispatcher:
@@ -134,6 +145,8 @@ class Dispatcher:
                 send(protocol.ok_reply(job.req.id, result))
         except RuvError as exc:
             status = "error"
+            if exc.code == "bad_request" and "field" not in exc.details:
+                exc.details["field"] = field_named_in(exc.message, op.args)
             if exc.code in ("cancelled", "timeout"):   # documented: always name the request
                 exc.details.setdefault("request_id", job.request_id)
                 exc.details.setdefault("completion_tokens", 0)
