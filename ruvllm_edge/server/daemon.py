@@ -171,15 +171,16 @@ def open_private_db(path: Path, cache_mb: int, group_readable: bool) -> Database
     """Open the database so that neither it nor its -wal/-shm is readable by others.
 
     SQLite creates a new database file with 0644 & ~umask, and its -wal/-shm
-    with the database file's mode: so the file is created first, private, and
-    all three are narrowed again after the open (explicit chmod, whatever the
-    umask; docs/operations.md "Privacy").
+    with the database file's mode: so the file is created first, 0600, and all
+    three are narrowed again after the open (explicit chmod, whatever the
+    umask; docs/operations.md "Private by default"). A socket group lets apps
+    reach the socket, not read the notes: new files stay 0600 with it too.
     """
-    mode = fsutil.file_mode(group_readable)
-    fsutil.private_file(path, mode)
+    fsutil.private_file(path, fsutil.FILE_MODE)   # created 0600 even with a socket group
     db = Database(path, cache_mb)
+    widest = fsutil.file_mode(group_readable)      # an operator's 0640 is kept, not more
     tightened = [c for suffix in ("", "-wal", "-shm")
-                 for c in fsutil.tighten(path.with_name(path.name + suffix), mode)]
+                 for c in fsutil.tighten(path.with_name(path.name + suffix), widest)]
     if tightened:
         log.warning("database files were readable by others; permissions tightened",
                     extra={"changed": tightened})

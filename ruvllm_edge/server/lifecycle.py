@@ -77,8 +77,9 @@ class DataDirLock:
 
     Private the way ssh and gpg do it: the directory 0700 (0750 when
     ``group_readable``, i.e. ``server.socket_group`` is set, so the group can
-    reach a socket inside it) and its files 0600 (0640), whatever the umask.
-    A data dir or file that others can read is narrowed, with a warning.
+    reach a socket inside it) and the files it creates 0600, whatever the
+    umask. A data dir or file that others can read is narrowed, with a
+    warning (to 0600, or 0640 with a socket group: an operator's choice kept).
     """
 
     def __init__(self, data_dir: Path, min_free_disk_mb: int,
@@ -98,8 +99,7 @@ class DataDirLock:
         if free_mb < min_free_disk_mb:
             raise StartupError(f"only {free_mb:.0f} MB free in {data_dir}; need at least "
                                f"{min_free_disk_mb} MB (system.min_free_disk_mb)")
-        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT,
-                     fsutil.file_mode(group_readable))
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, fsutil.FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
