@@ -29,12 +29,15 @@ def test_token_bucket_allows_burst_then_rate() -> None:
     assert b._state == {}
 
 
-def test_token_bucket_says_how_long_to_wait() -> None:
+def test_token_bucket_gives_each_refusal_its_own_slot() -> None:
     b = TokenBucket(rate=4.0, burst=1)
     assert b.take(b"c", 0.0) == 0.0
-    assert b.take(b"c", 0.0) == pytest.approx(0.25)     # a whole token at 4/s
-    assert b.take(b"c", 0.1) == pytest.approx(0.15)     # 0.1 s of refill already counted
-    assert b.take(b"c", 0.25) == 0.0                    # waited as told: let through
+    hints = [b.take(b"c", 0.0) for _ in range(3)]       # a pipelined burst, refused
+    assert hints == pytest.approx([0.25, 0.5, 0.75])    # successive slots, 1/rate apart
+    assert b.take(b"c", 0.1) == pytest.approx(0.9)      # a newcomer queues behind them
+    # Each retried after its own hint is let through, none refused again.
+    assert [b.take(b"c", t) for t in (0.25, 0.5, 0.75, 1.0)] == [0.0] * 4
+    assert b.take(b"d", 0.0) == 0.0                     # per connection
 
 
 @pytest.mark.parametrize("endpoint, curve, ok", [

@@ -38,32 +38,36 @@ OnRequest = Callable[[zmq.Socket, bytes, list[bytes], protocol.Request, bool], N
 
 
 class TokenBucket:
-    """Per-client rate limit: ``rate`` requests/s sustained, ``burst`` at once."""
+    """Per-client rate limit: ``rate`` requests/s sustained, ``burst`` at once.
+
+    A refused request is told when to come back (``retry_after_ms``). Refusals
+    in a row get successive slots, 1/rate apart, so a client that pipelined a
+    burst and retries each request after its own hint is let through without
+    being refused again; a refusal costs no token.
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._state: dict[bytes, tuple[float, float]] = {}
+        self._state: dict[bytes, tuple[float, float, float]] = {}   # tokens, last, promised
 
     def allow(self, key: bytes, now: float) -> bool:
         return self.take(key, now) == 0.0
 
     def take(self, key: bytes, now: float) -> float:
-        """Spend one token: 0.0 when allowed, else the seconds until one is available.
-
-        The wait is what ``rate_limited`` sends as ``retry_after_ms``: a client
-        that sleeps that long before its next request is let through.
-        """
-        tokens, last = self._state.get(key, (float(self.burst), now))
+        """Spend one token: 0.0 when allowed, else the seconds until this one's slot."""
+        tokens, last, promised = self._state.get(key, (float(self.burst), now, 0.0))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self._state[key] = (tokens - 1.0, now)
-        return 0.0
+        if tokens >= 1.0:
+            self._state[key] = (tokens - 1.0, now, promised)
+            return 0.0
+        first_free = now + (1.0 - tokens) / self.rate
+        slot = max(first_free, promised + 1.0 / self.rate)
+        self._state[key] = (tokens, now, slot)
+        return slot - now
 
     def purge(self, now: float, idle_s: float = 60.0) -> None:
-        for k in [k for k, (_, last) in self._state.items() if now - last > idle_s]:
+        for k in [k for k, (_, last, _) in self._state.items() if now - last > idle_s]:
             del self._state[k]
 
 
