@@ -143,7 +143,10 @@ def tighten(path: Path | str, want: int) -> list[str]:
     extra = have & ~want
     if not extra:
         return []
-    os.chmod(path, have & want)
+    try:
+        os.chmod(path, have & want)
+    except PermissionError:   # not ours (another user's file): say so, do not stop a start-up
+        return [f"{path}: {oct(have)}, could not narrow it (owner uid {st.st_uid})"]
     return [f"{path}: {oct(have)} -> {oct(have & want)}"]
 
 
