@@ -491,8 +491,8 @@ def hostile_request(draw: st.DrawFn, base: str) -> dict[str, Any]:
             args["constraints"] = {**(cons if isinstance(cons, dict) else {}), "max_tokens": 1}
         if op == "backup" and isinstance(args.get("to"), str) and args["to"].startswith("/"):
             args["to"] = base + "/" + args["to"].replace("..", "__").lstrip("/")
-        if op in ("memory.delete",) and isinstance(args.get("id"), int):
-            args["id"] = max(args["id"], 10**9)
+        if op.startswith("memory.") and isinstance(args.get("id"), int) and op != "memory.get":
+            args["id"] = max(args["id"], 10**9)   # delete/update/...: never a canary node
     elif op == "query" or op == "backup":
         pass   # no args: bad_request (query) or a backup into <data_dir>/backups
     return msg
