@@ -446,6 +446,8 @@ def valid_value(spec: protocol.Arg) -> st.SearchStrategy[Any]:
     if str in kinds:
         return st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                        min_size=max(spec.min_len, 1), max_size=min(spec.max_len or 60, 60))
+    if list in kinds:
+        return st.lists(st.text(min_size=1, max_size=10), max_size=min(spec.max_len or 3, 3))
     if dict in kinds:   # a free map: metadata
         scalar = st.one_of(st.text(max_size=20), st.integers(-2**63, 2**63 - 1), st.booleans(),
                            st.floats(allow_nan=False, allow_infinity=False))
