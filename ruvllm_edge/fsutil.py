@@ -109,8 +109,27 @@ def make_private_dir(path: Path | str, group_readable: bool = False) -> list[str
     """
     path = Path(path)
     want = dir_mode(group_readable)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=want, parents=True, exist_ok=True)   # the leaf: want & ~umask, never wider
     return tighten(path, want)
+
+
+def private_file(path: Path | str, mode: int = FILE_MODE) -> list[str]:
+    """Create ``path`` empty with ``mode`` unless it exists; narrow it if it is wider.
+
+    For files another library creates and writes (SQLite): created by us first,
+    they never exist with the umask's mode, and SQLite gives its -wal and -shm
+    files the mode of the database file. Returns what was tightened.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return tighten(path, mode)
+    try:
+        os.fchmod(fd, mode)   # O_CREAT's mode is masked by the umask; this is not
+    finally:
+        os.close(fd)
+    return []
 
 
 def tighten(path: Path | str, want: int) -> list[str]:
@@ -124,22 +143,27 @@ def tighten(path: Path | str, want: int) -> list[str]:
     extra = have & ~want
     if not extra:
         return []
-    os.chmod(path, have & want)
+    try:
+        os.chmod(path, have & want)
+    except PermissionError:   # not ours (another user's file): say so, do not stop a start-up
+        return [f"{path}: {oct(have)}, could not narrow it (owner uid {st.st_uid})"]
     return [f"{path}: {oct(have)} -> {oct(have & want)}"]
 
 
 def tighten_tree(root: Path | str, group_readable: bool = False,
-                 names: tuple[str, ...] | None = None) -> list[str]:
-    """Tighten ``root`` and the files directly in it (or only ``names``).
+                 names: tuple[str, ...] | None = None, depth: int = 2) -> list[str]:
+    """Tighten ``root`` and what is in it (only ``names`` at the top, if given).
 
     Used at start-up on the data directory, so a data dir created by an older
     version (or copied with a loose umask) stops being readable by others.
+    Sub-directories (``backups/``) are followed ``depth`` levels down; symlinks
+    and sockets are left alone (the ipc socket has its own ``socket_mode``).
     """
     root = Path(root)
     changed = tighten(root, dir_mode(group_readable))
     try:
         entries = list(root.iterdir())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return changed
     for p in entries:
         if names is not None and p.name not in names:
@@ -151,5 +175,8 @@ def tighten_tree(root: Path | str, group_readable: bool = False,
         if stat.S_ISREG(st.st_mode):
             changed += tighten(p, file_mode(group_readable))
         elif stat.S_ISDIR(st.st_mode):
-            changed += tighten(p, dir_mode(group_readable))
+            if depth > 0:
+                changed += tighten_tree(p, group_readable, depth=depth - 1)
+            else:
+                changed += tighten(p, dir_mode(group_readable))
     return changed

@@ -4,12 +4,20 @@ A private registry (not prometheus_client's global one) keeps each daemon
 instance - and each test - self-contained. Metric names follow the alert rules
 in docs/operations.md (``ruvllm_request_latency_seconds``,
 ``ruvllm_quality_score``, ``ruvllm_memory_usage_bytes`` ...), so the rules
-from the design work unchanged.
+from the design work unchanged, and follow Prometheus's conventions: counters
+end in ``_total``, durations are ``_seconds``, sizes ``_bytes`` (checked with
+prometheus_client's own parser in tests/test_metrics.py).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+
+# In the text format every counter and histogram would also export a
+# ``<name>_created`` gauge: a second, unit-less family per metric that breaks the
+# naming conventions (tests/test_metrics.py) and that no alert rule uses.
+disable_created_metrics()
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
                     60.0)

@@ -14,12 +14,13 @@ wire-only and imports nothing from the server.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import msgpack
 
-from .errors import BadRequest, TooLarge, UnknownOp
+from .errors import BadRequest, RuvError, TooLarge, UnknownOp
 
 VERSION = 1
 MAX_ID_CHARS = 128
@@ -62,8 +63,14 @@ def error_reply(req_id: str | None, error: Mapping[str, Any]) -> dict[str, Any]:
     return {"v": VERSION, "id": req_id, "ok": False, "error": dict(error)}
 
 
-def token_event(req_id: str, seq: int, text: str) -> dict[str, Any]:
-    return {"v": VERSION, "id": req_id, "event": "token", "seq": seq, "text": text}
+def token_event(req_id: str, seq: int, text: str,
+                request_id: str | None = None) -> dict[str, Any]:
+    """One streamed piece; the first (``seq`` 0) also carries the server ``request_id``,
+    so a client can cancel or rate the answer before it is done."""
+    ev = {"v": VERSION, "id": req_id, "event": "token", "seq": seq, "text": text}
+    if request_id is not None:
+        ev["request_id"] = request_id
+    return ev
 
 
 def done_event(req_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,23 +84,81 @@ def make_request(req_id: str, op: str, args: Mapping[str, Any] | None = None) ->
 # --------------------------------------------------------------------------
 # Decoding
 
+# The protocol's own names for msgpack types (docs/protocol.md, "Types"). Error
+# messages use these, never Python's, so a C or Node programmer can read them.
+WIRE_TYPES = ("nil", "bool", "int", "num", "str", "bin", "array", "map", "ext")
 
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth, stopping early once the limit is passed."""
-    if limit < 0:
-        return 1
+
+class Ext:
+    """A msgpack ext value (any type code, e.g. a JS Date): decoded only to be refused by name."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _ext_hook(code: int, data: bytes) -> Ext:
+    return Ext(code)
+
+
+def wire_type(value: Any) -> str:
+    """The protocol type name of a decoded value (``nil``, ``int``, ``map`` ...)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "num"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bytes, bytearray)):
+        return "bin"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "map"
+    return "ext"   # Ext, msgpack.Timestamp (ext -1)
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_tree(obj: Any, path: str, depth: int) -> None:
+    """Depth, ext values and map keys, naming the first offending field.
+
+    Stops as soon as ``depth`` passes MAX_DEPTH, so a hostile nesting costs
+    at most MAX_DEPTH levels of recursion here.
+    """
+    if isinstance(obj, (dict, list)) and depth >= MAX_DEPTH:
+        raise BadRequest(f"{path or 'message'}: nests deeper than {MAX_DEPTH} levels",
+                         **({"field": path} if path else {}))
     if isinstance(obj, dict):
-        return 1 + max((_depth(v, limit - 1) for v in obj.values()), default=0)
-    if isinstance(obj, list):
-        return 1 + max((_depth(v, limit - 1) for v in obj), default=0)
-    return 0
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise BadRequest(f"{path or 'message'}: map keys must be str, got {wire_type(k)}",
+                                 **({"field": path} if path else {}))
+            _check_tree(v, _child(path, k), depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_tree(v, _child(path, i), depth + 1)
+    elif wire_type(obj) == "ext":
+        raise BadRequest(f"{path}: ext types are not accepted (send a str or a num instead)",
+                         field=path)
 
 
 def peek_id(data: bytes, prefix_bytes: int = 4096) -> str | None:
     """Best-effort read of the "id" field from the start of a message.
 
-    Used for messages we refuse to parse (too large) or that fail to parse
-    later on, so that the client can still match the error to its request.
+    Used for messages we refuse to parse (too large, rate limited): the id is
+    found when it is among the first 8 keys and within the first
+    ``prefix_bytes`` bytes, which it is for every client that packs the
+    envelope in the documented order (v, id, op, args).
     """
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=prefix_bytes + 1, max_ext_len=0,
                                 max_str_len=prefix_bytes, max_bin_len=prefix_bytes,
@@ -112,48 +177,72 @@ def peek_id(data: bytes, prefix_bytes: int = 4096) -> str | None:
     return None
 
 
+def reply_id(exc: BaseException, data: bytes) -> str | None:
+    """The id to put in the error reply for a message ``decode_request`` refused."""
+    known = getattr(exc, "req_id", None)
+    return known if known is not None else peek_id(data)
+
+
 Schemas = Mapping[str, Mapping[str, "Arg"]]   # op name -> argument name -> Arg
+ENVELOPE = ("v", "id", "op", "args")
 
 
 def decode_request(data: bytes, max_message_bytes: int, schemas: Schemas) -> Request:
     """Bytes -> validated envelope. Raises BadRequest/TooLarge/UnknownOp.
 
     ``schemas`` is the op table (``server.ops.SCHEMAS``); arguments are checked
-    against it here too, so handlers receive clean data.
+    against it here too, so handlers receive clean data. Once the id has been
+    read and found valid, the raised error carries it as ``req_id`` (see
+    ``reply_id``), so every later refusal is matched to its request.
     """
     if len(data) > max_message_bytes:
         raise TooLarge(f"message of {len(data)} bytes exceeds the limit of {max_message_bytes}",
                        limit_bytes=max_message_bytes, size_bytes=len(data))
     try:
         obj = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, max_str_len=MAX_STR_BYTES, max_bin_len=MAX_STR_BYTES, max_array_len=MAX_ARRAY_LEN,
-            max_map_len=MAX_MAP_LEN, max_ext_len=0)
+            data, raw=False, strict_map_key=False, max_str_len=MAX_STR_BYTES,
+            max_bin_len=MAX_STR_BYTES, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
+            max_ext_len=MAX_STR_BYTES, ext_hook=_ext_hook)
     except msgpack.ExtraData:
         raise BadRequest("message holds more than one msgpack object") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise BadRequest(f"message is not valid msgpack: {type(exc).__name__}") from None
+        reason = "a map key is an array or a map" if isinstance(exc, TypeError) else \
+            "truncated, or not msgpack"
+        raise BadRequest(f"message is not valid msgpack ({reason})") from None
     if not isinstance(obj, dict):
-        raise BadRequest(f"message must be a msgpack map, got {type(obj).__name__}")
-    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
-        raise BadRequest(f"message nests deeper than {MAX_DEPTH} levels")
+        raise BadRequest(f"message must be a msgpack map, got {wire_type(obj)}")
     req_id = obj.get("id")
     if not isinstance(req_id, str) or not 0 < len(req_id) <= MAX_ID_CHARS:
-        raise BadRequest(f"'id' must be a string of 1..{MAX_ID_CHARS} characters")
+        got = f"a str of {len(req_id)} chars" if isinstance(req_id, str) else wire_type(req_id)
+        raise BadRequest(f"id: must be a str of 1..{MAX_ID_CHARS} chars, got {got}", field="id")
+    try:
+        return _decode_envelope(obj, req_id, schemas)
+    except RuvError as exc:
+        exc.req_id = req_id   # type: ignore[attr-defined]
+        raise
+
+
+def _decode_envelope(obj: dict[Any, Any], req_id: str, schemas: Schemas) -> Request:
+    _check_tree(obj, "", 0)
+    extra = sorted(str(k) for k in obj if k not in ENVELOPE)
+    if extra:
+        raise BadRequest(f"unknown envelope field(s): {', '.join(extra)}; allowed: "
+                         f"{', '.join(ENVELOPE)}", field=extra[0], unknown=extra)
     v = obj.get("v")
     if v != VERSION or isinstance(v, bool):
-        raise BadRequest(f"'v' must be {VERSION}, got {v!r}")
+        got = repr(v) if isinstance(v, int) and not isinstance(v, bool) else wire_type(v)
+        raise BadRequest(f"v: must be the int {VERSION}, got {got}", field="v")
     op = obj.get("op")
     if not isinstance(op, str) or not op:
-        raise BadRequest("'op' must be a non-empty string")
+        raise BadRequest(f"op: must be a non-empty str, got "
+                         f"{'an empty str' if op == '' else wire_type(op)}", field="op")
+    if "args" in obj and not isinstance(obj["args"], dict):
+        raise BadRequest(f"args: must be a map (or left out), got {wire_type(obj['args'])}",
+                         field="args")
     args = obj.get("args", {})
-    if not isinstance(args, dict):
-        raise BadRequest(f"'args' must be a map, got {type(args).__name__}")
-    extra = set(obj) - {"v", "id", "op", "args"}
-    if extra:
-        raise BadRequest(f"unknown envelope fields: {', '.join(sorted(map(str, extra)))}")
     schema = schemas.get(op)
     if schema is None:
-        raise UnknownOp(f"unknown op {op!r}", known=sorted(schemas))
+        raise UnknownOp(f"unknown op {op!r}", field="op", known=sorted(schemas))
     return Request(req_id, op, check_args(op, args, schema))
 
 
@@ -175,9 +264,15 @@ class Arg:
     fields: Mapping[str, "Arg"] | None = None  # for nested maps with a schema
     default: Any = None
 
-    def describe(self) -> str:
+    def type_name(self) -> str:
+        """``str``, ``int``, ``num`` (int or float), ``bool``, ``map`` or ``array``."""
         names = self.type if isinstance(self.type, tuple) else (self.type,)
-        s = "|".join(_TYPE_NAMES.get(t, t.__name__) for t in names)
+        if set(names) == {int, float}:
+            return "num"
+        return "|".join(TYPE_NAMES[t] for t in names)
+
+    def describe(self) -> str:
+        s = self.type_name()
         if self.choices:
             s += " one of " + ", ".join(map(repr, self.choices))
         if self.lo is not None or self.hi is not None:
@@ -187,12 +282,13 @@ class Arg:
         return s
 
 
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "map",
-               list: "array"}
+TYPE_NAMES = {str: "str", int: "int", float: "num", bool: "bool", dict: "map", list: "array"}
 
 NUM = (int, float)
 TEXT_MAX = 262_144  # 256 KiB of text per field; memory.add chunks long documents
 ID = Arg(str, required=True, min_len=1, max_len=MAX_ID_CHARS)
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 1024
 
 
 def _type_ok(value: Any, want: type | tuple[type, ...]) -> bool:
@@ -204,7 +300,7 @@ def _type_ok(value: Any, want: type | tuple[type, ...]) -> bool:
 
 def _check_one(path: str, value: Any, spec: Arg) -> Any:
     if not _type_ok(value, spec.type):
-        raise BadRequest(f"{path}: expected {spec.describe()}, got {type(value).__name__}",
+        raise BadRequest(f"{path}: expected {spec.describe()}, got {wire_type(value)}",
                          field=path)
     if spec.choices is not None and value not in spec.choices:
         raise BadRequest(f"{path}: {value!r} is not {spec.describe()}", field=path)
@@ -221,31 +317,51 @@ def _check_one(path: str, value: Any, spec: Arg) -> Any:
     if isinstance(value, str) and "\x00" in value:
         raise BadRequest(f"{path}: NUL characters are not allowed", field=path)
     if isinstance(value, dict) and spec.fields is not None:
-        return check_args(path, value, spec.fields)
+        return check_args(path, value, spec.fields, path=path)
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str) or len(k) > 64:
-                raise BadRequest(f"{path}: keys must be strings of at most 64 characters", field=path)
-            if not isinstance(v, (str, int, float, bool)) or (isinstance(v, str) and len(v) > 1024):
-                raise BadRequest(f"{path}.{k}: values must be scalars (strings up to 1024 chars)",
+            if len(k) > METADATA_KEY_MAX:
+                raise BadRequest(f"{path}: keys must be str of at most {METADATA_KEY_MAX} chars",
+                                 field=path)
+            if not isinstance(v, (str, int, float, bool)) or (isinstance(v, str)
+                                                              and len(v) > METADATA_VALUE_MAX):
+                raise BadRequest(f"{path}.{k}: values must be str (up to {METADATA_VALUE_MAX} "
+                                 f"chars), int, num or bool, got {wire_type(v)}"
+                                 + (f" of {len(v)} chars" if isinstance(v, str) else ""),
+                                 field=f"{path}.{k}")
+            # Stored as JSON and filtered in SQLite: NaN/inf are not JSON, and SQLite's
+            # integers are 64-bit.
+            if isinstance(v, float) and not math.isfinite(v):
+                raise BadRequest(f"{path}.{k}: num values must be finite", field=f"{path}.{k}")
+            if isinstance(v, int) and not -2**63 <= v < 2**63:
+                raise BadRequest(f"{path}.{k}: int values must fit in 64-bit signed",
                                  field=f"{path}.{k}")
     return value
 
 
-def check_args(op: str, args: Mapping[str, Any], schema: Mapping[str, Arg]) -> dict[str, Any]:
-    """Validate args against a schema; unknown keys are refused, not ignored."""
-    unknown = set(args) - set(schema)
+def check_args(op: str, args: Mapping[str, Any], schema: Mapping[str, Arg],
+               path: str = "args") -> dict[str, Any]:
+    """Validate args against a schema; unknown keys are refused, not ignored.
+
+    Field paths in errors start at the envelope: ``args.query``,
+    ``args.constraints.max_tokens``. A nil value means the same as leaving the
+    argument out (documented), so an optional nil gets its default.
+    """
+    unknown = sorted(str(k) for k in set(args) - set(schema))
     if unknown:
-        raise BadRequest(f"{op}: unknown argument(s) {', '.join(sorted(map(str, unknown)))}; "
-                         f"allowed: {', '.join(schema) or 'none'}")
+        raise BadRequest(f"{op}: unknown argument(s) {', '.join(f'{path}.{u}' for u in unknown)}; "
+                         f"allowed: {', '.join(schema) or 'none'}",
+                         field=f"{path}.{unknown[0]}", allowed=list(schema))
     out: dict[str, Any] = {}
     for name, spec in schema.items():
-        path = f"{op}.{name}"
+        where = f"{path}.{name}"
         if name not in args or args[name] is None:
             if spec.required:
-                raise BadRequest(f"{path}: required argument is missing", field=path)
+                raise BadRequest(f"{where}: required argument is missing"
+                                 + (" (nil counts as missing)" if name in args else ""),
+                                 field=where)
             if spec.default is not None:
                 out[name] = spec.default
             continue
-        out[name] = _check_one(path, args[name], spec)
+        out[name] = _check_one(where, args[name], spec)
     return out

@@ -102,3 +102,32 @@ def test_make_private_dir_and_tighten_tree(tmp_path: Path) -> None:
     assert fsutil.tighten_tree(d) == []                 # idempotent
     fsutil.tighten_tree(d, group_readable=True)         # never widens
     assert mode(f) == 0o600
+
+
+def test_private_file_creates_0600_and_narrows_an_existing_one(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        new = tmp_path / "memory.db"
+        assert fsutil.private_file(new) == []
+        assert mode(new) == 0o600 and new.stat().st_size == 0
+        loose = tmp_path / "old.db"
+        loose.write_bytes(b"data")
+        os.chmod(loose, 0o644)
+        changed = fsutil.private_file(loose)
+        assert mode(loose) == 0o600 and loose.read_bytes() == b"data"   # content untouched
+        assert changed and "0o644 -> 0o600" in changed[0]
+    finally:
+        os.umask(old)
+
+
+def test_tighten_tree_follows_backups_down(tmp_path: Path) -> None:
+    deep = tmp_path / "data" / "backups" / "current"
+    deep.mkdir(parents=True)
+    f = deep / "memory.db"
+    f.write_bytes(b"x")
+    for p in (tmp_path / "data", deep.parent, deep):
+        os.chmod(p, 0o755)
+    os.chmod(f, 0o644)
+    changed = fsutil.tighten_tree(tmp_path / "data")
+    assert len(changed) == 4
+    assert mode(deep) == 0o700 and mode(f) == 0o600

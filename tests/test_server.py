@@ -29,6 +29,17 @@ def test_token_bucket_allows_burst_then_rate() -> None:
     assert b._state == {}
 
 
+def test_token_bucket_gives_each_refusal_its_own_slot() -> None:
+    b = TokenBucket(rate=4.0, burst=1)
+    assert b.take(b"c", 0.0) == 0.0
+    hints = [b.take(b"c", 0.0) for _ in range(3)]       # a pipelined burst, refused
+    assert hints == pytest.approx([0.25, 0.5, 0.75])    # successive slots, 1/rate apart
+    assert b.take(b"c", 0.1) == pytest.approx(0.9)      # a newcomer queues behind them
+    # Each retried after its own hint is let through, none refused again.
+    assert [b.take(b"c", t) for t in (0.25, 0.5, 0.75, 1.0)] == [0.0] * 4
+    assert b.take(b"d", 0.0) == 0.0                     # per connection
+
+
 @pytest.mark.parametrize("endpoint, curve, ok", [
     ("ipc:///tmp/x.sock", False, True),
     ("tcp://127.0.0.1:5555", False, True),
@@ -113,6 +124,73 @@ def test_rate_limit_answers_rate_limited(daemon: Daemon) -> None:
         send(daemon, s, b"c", protocol.pack(protocol.make_request(f"h{i}", "health")))
     codes = [r.get("error", {}).get("code") for r in s.replies()]
     assert codes == [None, None, "rate_limited"]
+    err = s.replies()[2]
+    assert err["id"] == "h2"
+    assert err["error"]["details"]["retry_after_ms"] > 0
+    assert err["error"]["details"]["rate_per_s"] == 0.001 and err["error"]["details"]["burst"] == 2
+
+
+def test_busy_details_name_the_lane_and_the_wait(daemon: Daemon) -> None:
+    s = FakeSocket()
+    for i in range(daemon.cfg.server.max_queue + 1):
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(
+            f"m{i}", "memory.stats")))
+    details = s.replies()[0]["error"]["details"]
+    assert details == {"lane": "aux", "queue": daemon.cfg.server.max_queue,
+                       "retry_after_ms": 500}
+
+
+def test_a_duplicate_in_flight_id_is_refused_on_its_connection_only(daemon: Daemon) -> None:
+    s = FakeSocket()
+    q = protocol.pack(protocol.make_request("same", "query", {"query": "hi"}))
+    send(daemon, s, b"c", q)
+    send(daemon, s, b"c", q)
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("same", "health")))
+    send(daemon, s, b"other", q)                        # another connection: its own ids
+    r = s.replies()
+    assert len(r) == 2 and all(x["id"] == "same" for x in r)
+    for x in r:
+        assert x["error"]["code"] == "bad_request"
+        assert x["error"]["details"] == {"field": "id", "in_flight": True}
+    first = daemon.services.lanes.queues["gen"].get_nowait()
+    daemon.services.lanes.jobs.remove(first)            # the first one finished...
+    send(daemon, s, b"c", q)                            # ...so its id is free again
+    assert len(s.replies()) == 2
+
+
+def test_stream_on_a_req_socket_names_the_field(daemon: Daemon) -> None:
+    s = FakeSocket()
+    send(daemon, s, b"c", b"", protocol.pack(protocol.make_request(
+        "st", "query", {"query": "hi", "stream": True})))
+    err = s.replies()[0]["error"]
+    assert err["code"] == "bad_request" and err["details"]["field"] == "args.stream"
+
+
+def test_bad_requests_reach_the_wire_with_field_and_id(daemon: Daemon) -> None:
+    s = FakeSocket()
+    send(daemon, s, b"c", protocol.pack({"v": 1, "id": "e1", "op": "health", "junk": 1}))
+    send(daemon, s, b"c", protocol.pack({"v": 1, "id": "e2", "op": "query",
+                                         "args": {"query": "q", "constraints": {"fast": 1}}}))
+    send(daemon, s, b"c", protocol.pack({"v": 1, "id": "e3", "op": "backup", "args": {"to": "rel"}}))
+    r = s.replies()
+    assert [x["id"] for x in r[:2]] == ["e1", "e2"]
+    assert r[0]["error"]["details"]["field"] == "junk"
+    assert r[1]["error"]["details"]["field"] == "args.constraints.fast"
+    assert len(r) == 2                                  # backup was queued (slow lane)
+    job = daemon.services.lanes.queues["slow"].get_nowait()
+    daemon.dispatcher.run(job, lambda m: s.sent.append([m and protocol.pack(m)]))
+    assert s.replies()[2]["error"]["details"]["field"] == "args.to"
+
+
+def test_a_request_cancelled_before_it_starts_names_itself(daemon: Daemon) -> None:
+    s = FakeSocket()
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("cq", "query", {"query": "hi"})))
+    job = daemon.services.lanes.queues["gen"].get_nowait()
+    job.cancel.set()
+    daemon.dispatcher.run(job, lambda m: s.sent.append([protocol.pack(m)]))
+    err = s.replies()[0]["error"]
+    assert err["code"] == "cancelled"
+    assert err["details"] == {"request_id": job.request_id, "completion_tokens": 0}
 
 
 def test_a_crashing_handler_becomes_an_internal_error(daemon: Daemon) -> None:

@@ -59,10 +59,13 @@ export class Client {
    * @param {{timeoutMs?: number, retries?: number, backoffMs?: number}} [options]
    *   timeoutMs: longest wait for the next message of a request (default 120 s);
    *   retries: how often a busy/rate_limited request is re-sent (default 5);
-   *   backoffMs: first pause when the daemon gives no hint; doubles each time.
+   *   backoffMs: first pause when the daemon gives no hint; doubles each time;
+   *   maxMessageBytes: larger requests are refused here with too_large (default
+   *     1 MiB, the daemon's server.max_message_bytes).
    */
-  constructor(endpoint, { timeoutMs = 120_000, retries = 5, backoffMs = 100 } = {}) {
-    Object.assign(this, { endpoint, timeoutMs, retries, backoffMs });
+  constructor(endpoint, { timeoutMs = 120_000, retries = 5, backoffMs = 100,
+                          maxMessageBytes = 1_048_576 } = {}) {
+    Object.assign(this, { endpoint, timeoutMs, retries, backoffMs, maxMessageBytes });
     this.retried = { busy: 0, rate_limited: 0 };   // how often each code was retried
     this.#sock.connect(endpoint);
     this.#readLoop();
@@ -90,6 +93,13 @@ export class Client {
 
   #send(msg) {
     const frame = encode(msg, { ignoreUndefined: true });
+    // Over server.max_message_bytes the daemon answers too_large; far over it
+    // (server.drop_message_bytes) ZeroMQ drops the connection with no reply at all.
+    if (frame.length > this.maxMessageBytes) {
+      return Promise.reject(new RuvError({ code: "too_large", message:
+        `message of ${frame.length} bytes exceeds ${this.maxMessageBytes}`,
+        details: { limit_bytes: this.maxMessageBytes, size_bytes: frame.length } }));
+    }
     const sent = this.#sending.then(() => this.#sock.send(frame));
     this.#sending = sent.catch(() => {});
     return sent;

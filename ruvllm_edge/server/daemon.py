@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, fsutil
 from ..config import Config
 from ..errors import RuvError
 from ..inference import InferenceEngine
@@ -48,9 +48,10 @@ class Daemon:
         metrics.memory_limit.set(cfg.system.max_memory_mb * 1024 * 1024)
         self.notifier = Notifier()
         self.signals = Signals()
-        self.lock = DataDirLock(data_dir, cfg.system.min_free_disk_mb)
+        group = bool(cfg.server.socket_group)
+        self.lock = DataDirLock(data_dir, cfg.system.min_free_disk_mb, group_readable=group)
         try:
-            db = Database(data_dir / DB_NAME, cfg.memory.sqlite_cache_mb)
+            db = open_private_db(data_dir / DB_NAME, cfg.memory.sqlite_cache_mb, group)
         except CorruptDatabase as exc:
             self.lock.release()
             raise StartupError(str(exc)) from None
@@ -164,6 +165,26 @@ class Daemon:
 
     def stop(self) -> None:
         self.signals.stop_requested = True
+
+
+def open_private_db(path: Path, cache_mb: int, group_readable: bool) -> Database:
+    """Open the database so that neither it nor its -wal/-shm is readable by others.
+
+    SQLite creates a new database file with 0644 & ~umask, and its -wal/-shm
+    with the database file's mode: so the file is created first, 0600, and all
+    three are narrowed again after the open (explicit chmod, whatever the
+    umask; docs/operations.md "Private by default"). A socket group lets apps
+    reach the socket, not read the notes: new files stay 0600 with it too.
+    """
+    fsutil.private_file(path, fsutil.FILE_MODE)   # created 0600 even with a socket group
+    db = Database(path, cache_mb)
+    widest = fsutil.file_mode(group_readable)      # an operator's 0640 is kept, not more
+    tightened = [c for suffix in ("", "-wal", "-shm")
+                 for c in fsutil.tighten(path.with_name(path.name + suffix), widest)]
+    if tightened:
+        log.warning("database files were readable by others; permissions tightened",
+                    extra={"changed": tightened})
+    return db
 
 
 def run(cfg: Config) -> int:

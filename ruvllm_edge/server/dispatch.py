@@ -10,6 +10,7 @@ loop or a worker down.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable, Mapping
 
@@ -26,6 +27,18 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
+BUSY_RETRY_MS = 500        # the retry_after_ms hint of a full queue (docs/protocol.md)
+SHUTDOWN_RETRY_MS = 1000   # ... and of a daemon that is draining
+
+
+def field_named_in(message: str, schema: Mapping[str, Any]) -> str:
+    """``details.field`` for a bad_request an op raised without one (docs/protocol.md
+    promises it on every bad_request): the argument its message names first, else
+    ``args``. The schema check names fields itself; this covers the values it
+    accepts and an op then refuses (a blank query, say)."""
+    hits = [(m.start(), name) for name in schema
+            if (m := re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", message))]
+    return f"args.{min(hits)[1]}" if hits else "args"
 
 
 class Dispatcher:
@@ -59,8 +72,16 @@ class Dispatcher:
             return
         if req.args.get("stream") and prefix:
             self.transport.send_error(sock, ident, prefix, req.id,
-                                      BadRequest("streaming needs a DEALER socket; a REQ socket "
-                                                 "gets one reply per request"), req.op)
+                                      BadRequest("args.stream: streaming needs a DEALER socket; "
+                                                 "a REQ socket gets one reply per request",
+                                                 field="args.stream"), req.op)
+            return
+        if self.s.lanes.jobs.find_by_client(ident, req.id) is not None:
+            # Replies are matched by id: a second request under an id that is still
+            # queued or running could not be told apart from the first.
+            self.transport.send_error(sock, ident, prefix, req.id, BadRequest(
+                f"id: {req.id!r} is already in flight on this connection; use a new id "
+                "per request", field="id", in_flight=True), req.op)
             return
         request_id = new_request_id() if op.new_request_id else req.id
         job = Job(ident, prefix, req, request_id)
@@ -71,14 +92,16 @@ class Dispatcher:
             return
         if not accepting:
             self.transport.send_error(sock, ident, prefix, req.id,
-                                      Busy("the daemon is shutting down", retry_after_ms=1000),
+                                      Busy("the daemon is shutting down",
+                                           retry_after_ms=SHUTDOWN_RETRY_MS),
                                       req.op)
             return
         q = self.s.lanes.queues[lane]
         if not self.s.lanes.jobs.enqueue(job, q):
             self.transport.send_error(sock, ident, prefix, req.id,
                                       Busy(f"{q.maxsize} requests are already queued; retry "
-                                           "later", queue=q.maxsize, retry_after_ms=500), req.op)
+                                           "later", lane=lane, queue=q.maxsize,
+                                           retry_after_ms=BUSY_RETRY_MS), req.op)
             return
         self.s.metrics.deferred.set(self.s.lanes.queued())
 
@@ -103,7 +126,8 @@ class Dispatcher:
         status = "ok"
         try:
             if job.cancel.is_set():
-                raise Cancelled("the request was cancelled before it started")
+                raise Cancelled("the request was cancelled before it started",
+                                request_id=job.request_id, completion_tokens=0)
             if time.monotonic() > job.deadline:
                 raise Timeout("the request waited in the queue past its deadline",
                               waited_ms=round((time.monotonic() - job.enqueued) * 1000))
@@ -121,6 +145,11 @@ class Dispatcher:
                 send(protocol.ok_reply(job.req.id, result))
         except RuvError as exc:
             status = "error"
+            if exc.code == "bad_request" and "field" not in exc.details:
+                exc.details["field"] = field_named_in(exc.message, op.args)
+            if exc.code in ("cancelled", "timeout"):   # documented: always name the request
+                exc.details.setdefault("request_id", job.request_id)
+                exc.details.setdefault("completion_tokens", 0)
             m.errors.labels(exc.code).inc()
             if exc.code == "internal":
                 log.error("request failed", extra={"op": name, "error": exc.message})

@@ -87,6 +87,12 @@ class JobTable:
             rid = target if target in self._active else self._by_client.get((ident, target))
             return self._active.get(rid) if rid else None
 
+    def find_by_client(self, ident: bytes, req_id: str) -> Job | None:
+        """The queued or running job this connection sent under envelope id ``req_id``."""
+        with self.lock:
+            rid = self._by_client.get((ident, req_id))
+            return self._active.get(rid) if rid else None
+
     def cancel_all(self) -> int:
         with self.lock:
             for job in self._active.values():

@@ -27,6 +27,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import fsutil
 from ..config import Config, LearningConfig
 from ..errors import ConfigError, StorageError
 
@@ -72,21 +73,33 @@ def check_endpoint_security(endpoint: str, has_curve: bool) -> None:
 
 
 class DataDirLock:
-    """The data dir exists, is writable, has room, and only this daemon uses it."""
+    """The data dir exists, is private, is writable, has room, and only this daemon uses it.
 
-    def __init__(self, data_dir: Path, min_free_disk_mb: int) -> None:
+    Private the way ssh and gpg do it: the directory 0700 (0750 when
+    ``group_readable``, i.e. ``server.socket_group`` is set, so the group can
+    reach a socket inside it) and the files it creates 0600, whatever the
+    umask. A data dir or file that others can read is narrowed, with a
+    warning (to 0600, or 0640 with a socket group: an operator's choice kept).
+    """
+
+    def __init__(self, data_dir: Path, min_free_disk_mb: int,
+                 group_readable: bool = False) -> None:
         self.data_dir = data_dir
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            tightened = fsutil.make_private_dir(data_dir, group_readable)
+            tightened += fsutil.tighten_tree(data_dir, group_readable)
         except OSError as exc:
             raise StartupError(f"cannot create data dir {data_dir}: {exc}") from None
+        if tightened:
+            log.warning("data dir was readable by others; permissions tightened",
+                        extra={"data_dir": str(data_dir), "changed": tightened})
         if not os.access(data_dir, os.W_OK):
             raise StartupError(f"data dir {data_dir} is not writable")
         free_mb = shutil.disk_usage(data_dir).free / 1_048_576
         if free_mb < min_free_disk_mb:
             raise StartupError(f"only {free_mb:.0f} MB free in {data_dir}; need at least "
                                f"{min_free_disk_mb} MB (system.min_free_disk_mb)")
-        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, fsutil.FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -12,6 +12,7 @@ adds the connection identity in front. Replies go back with the same prefix.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -37,24 +38,36 @@ OnRequest = Callable[[zmq.Socket, bytes, list[bytes], protocol.Request, bool], N
 
 
 class TokenBucket:
-    """Per-client rate limit: ``rate`` requests/s sustained, ``burst`` at once."""
+    """Per-client rate limit: ``rate`` requests/s sustained, ``burst`` at once.
+
+    A refused request is told when to come back (``retry_after_ms``). Refusals
+    in a row get successive slots, 1/rate apart, so a client that pipelined a
+    burst and retries each request after its own hint is let through without
+    being refused again; a refusal costs no token.
+    """
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._state: dict[bytes, tuple[float, float]] = {}
+        self._state: dict[bytes, tuple[float, float, float]] = {}   # tokens, last, promised
 
     def allow(self, key: bytes, now: float) -> bool:
-        tokens, last = self._state.get(key, (float(self.burst), now))
+        return self.take(key, now) == 0.0
+
+    def take(self, key: bytes, now: float) -> float:
+        """Spend one token: 0.0 when allowed, else the seconds until this one's slot."""
+        tokens, last, promised = self._state.get(key, (float(self.burst), now, 0.0))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._state[key] = (tokens, now)
-            return False
-        self._state[key] = (tokens - 1.0, now)
-        return True
+        if tokens >= 1.0:
+            self._state[key] = (tokens - 1.0, now, promised)
+            return 0.0
+        first_free = now + (1.0 - tokens) / self.rate
+        slot = max(first_free, promised + 1.0 / self.rate)
+        self._state[key] = (tokens, now, slot)
+        return slot - now
 
     def purge(self, now: float, idle_s: float = 60.0) -> None:
-        for k in [k for k, (_, last) in self._state.items() if now - last > idle_s]:
+        for k in [k for k, (_, last, _) in self._state.items() if now - last > idle_s]:
             del self._state[k]
 
 
@@ -161,17 +174,19 @@ class Transport:
                                 BadRequest(f"expected one message frame, got {len(rest)}"))
                 return
             data = rest[-1]
-            if not self.rate.allow(ident, time.monotonic()):
+            wait_s = self.rate.take(ident, time.monotonic())
+            if wait_s > 0.0:
                 self.send_error(sock, ident, prefix, protocol.peek_id(data),
-                                RateLimited("too many requests from this client",
-                                            rate_per_s=self.settings.rate_limit_per_s))
+                                RateLimited("too many requests from this connection",
+                                            retry_after_ms=max(1, math.ceil(wait_s * 1000)),
+                                            rate_per_s=self.rate.rate, burst=self.rate.burst))
                 return
             try:
                 req = protocol.decode_request(data, self.settings.max_message_bytes,
                                               self.schemas)
             except RuvError as exc:
                 self.metrics.malformed.labels(exc.code).inc()
-                self.send_error(sock, ident, prefix, protocol.peek_id(data), exc)
+                self.send_error(sock, ident, prefix, protocol.reply_id(exc, data), exc)
                 return
             assert self.on_request is not None
             self.on_request(sock, ident, prefix, req, accepting)

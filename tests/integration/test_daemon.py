@@ -133,7 +133,8 @@ def test_bad_input_gets_error_replies_and_daemon_keeps_serving(daemon) -> None:
 
     c.send_raw(msgpack.packb({"v": 1, "id": "wrongtype", "op": "query", "args": {"query": 42}}))
     r = c.recv_any(10)
-    assert r["error"]["code"] == "bad_request" and "query.query" in r["error"]["message"]
+    assert r["error"]["code"] == "bad_request" and r["error"]["details"]["field"] == "args.query"
+    assert "got int" in r["error"]["message"]
 
     big = msgpack.packb({"v": 1, "id": "huge", "op": "query",
                          "args": {"query": "x" * (10 * 1024 * 1024)}})
@@ -241,6 +242,9 @@ def test_metrics_and_stats(daemon) -> None:
     assert "ruvllm_requests_total" in text
     assert "ruvllm_request_latency_seconds_bucket" in text
     assert "ruvllm_memory_usage_bytes" in text
+    # The daemon's own scrape, parsed by prometheus_client: Prometheus naming conventions.
+    from test_metrics import check_conventions
+    assert check_conventions(text) == []
     stats = c.stats()
     assert stats["requests"] and stats["rss_mb"] > 0
 

@@ -19,8 +19,10 @@ What is fuzzed (case counts are printed at the end of the module):
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterator
 
 import msgpack
@@ -30,7 +32,7 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from conftest import MODELS_DIR, DaemonProcess
-from ruvllm_edge import protocol
+from ruvllm_edge import errors, protocol
 from ruvllm_edge.memory.db import connect
 from ruvllm_edge.server.ops import SCHEMAS
 
@@ -164,13 +166,16 @@ def wrong_types(spec: protocol.Arg) -> st.SearchStrategy[Any]:
 
 
 def field_specs() -> list[tuple[str, str, protocol.Arg, dict[str, Any] | None]]:
-    """(op, field path, spec, parent map) for every argument, nested ones included."""
+    """(op, field path, spec, parent map) for every argument, nested ones included.
+
+    The path is the one the daemon names in ``details.field`` (docs/protocol.md).
+    """
     rows = []
     for op, schema in SCHEMAS.items():
         for name, spec in schema.items():
-            rows.append((op, f"{op}.{name}", spec, None))
+            rows.append((op, f"args.{name}", spec, None))
             for sub, subspec in (spec.fields or {}).items():
-                rows.append((op, f"{op}.{name}.{sub}", subspec, {"parent": name, "key": sub}))
+                rows.append((op, f"args.{name}.{sub}", subspec, {"parent": name, "key": sub}))
     return rows
 
 
@@ -305,8 +310,10 @@ def test_huge_declared_lengths(fz: dict[str, Any]) -> None:
 
     run()
     for ext in (msgpack.ExtType(1, b"payload"), msgpack.Timestamp(1, 0)):   # ext 1 and -1
-        fz["f"].reject("ext type", msgpack.packb({"v": 1, "id": "ext", "op": "memory.add",
-                                                  "args": {"text": ext}}), req_id="ext")
+        r = fz["f"].reject("ext type", msgpack.packb({"v": 1, "id": "ext", "op": "memory.add",
+                                                      "args": {"text": ext}}),
+                           req_id="ext", field="args.text")
+        assert r["id"] == "ext" and "ext" in r["error"]["message"]
     assert_survived(fz)
 
 
@@ -336,13 +343,19 @@ def test_envelope_fields(fz: dict[str, Any]) -> None:
         else:
             msg = [msg] if value is None else value
         codes = ("bad_request", "unknown_op") if which == "op" else ("bad_request",)
-        fz["f"].reject("envelope", msgpack.packb(msg, use_bin_type=True), codes=codes)
+        r = fz["f"].reject("envelope", msgpack.packb(msg, use_bin_type=True), codes=codes)
+        field = {"drop-id": "id", "drop-op": "op",
+                 "not-a-map": "id" if isinstance(msg, dict) else None}.get(which, which)
+        assert r["error"].get("details", {}).get("field") == field, (which, msg, r)
+        assert r["id"] == (None if which in ("id", "drop-id", "not-a-map") else "env"), r
+        for py in ("NoneType", "list", "dict", "bytes", "float", "Error"):
+            assert py not in r["error"]["message"], r
 
     run()
     assert_survived(fz)
 
 
-@pytest.mark.parametrize("op, path, spec, nested", FIELDS, ids=[f[1] for f in FIELDS])
+@pytest.mark.parametrize("op, path, spec, nested", FIELDS, ids=[f"{f[0]}:{f[1]}" for f in FIELDS])
 def test_wrong_type_in_every_field_of_every_op(fz: dict[str, Any], op: str, path: str,
                                                spec: protocol.Arg, nested: Any) -> None:
     @settings(FUZZ, max_examples=40)
@@ -410,6 +423,128 @@ def test_too_large_and_dropped_messages(fz: dict[str, Any]) -> None:
     assert not other.sock.poll(1500)
     other.close()
     CASES["dropped (over ZMQ_MAXMSGSIZE)"] += 1
+    assert_survived(fz)
+
+
+# --------------------------------------------------------------------------- no internal
+
+def valid_value(spec: protocol.Arg) -> st.SearchStrategy[Any]:
+    """A value the schema accepts (short strings: the point is to reach the handlers)."""
+    if spec.choices:
+        return st.sampled_from(spec.choices)
+    if spec.fields is not None:
+        return st.fixed_dictionaries({}, optional={k: valid_value(v)
+                                                   for k, v in spec.fields.items()})
+    kinds = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    if bool in kinds:
+        return st.booleans()
+    if float in kinds:
+        return st.floats(spec.lo, spec.hi, allow_nan=False)
+    if int in kinds:
+        return st.integers(int(spec.lo if spec.lo is not None else -2**63),
+                           int(spec.hi if spec.hi is not None else 2**63 - 1))
+    if str in kinds:
+        return st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                       min_size=max(spec.min_len, 1), max_size=min(spec.max_len or 60, 60))
+    if list in kinds:
+        return st.lists(st.text(min_size=1, max_size=10), max_size=min(spec.max_len or 3, 3))
+    if dict in kinds:   # a free map: metadata
+        scalar = st.one_of(st.text(max_size=20), st.integers(-2**63, 2**63 - 1), st.booleans(),
+                           st.floats(allow_nan=False, allow_infinity=False))
+        return st.dictionaries(st.text(min_size=1, max_size=10), scalar,
+                               max_size=min(spec.max_len or 4, 4))
+    raise AssertionError(spec)
+
+
+def any_value() -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), *CATEGORY.values())
+
+
+@st.composite
+def hostile_request(draw: st.DrawFn, base: str) -> dict[str, Any]:
+    """A well-formed envelope whose args take any shape: left out, nil, not a map, or a map
+    of each op's arguments left out, nil, valid, of any other type, plus unknown keys."""
+    op = draw(st.sampled_from(sorted(SCHEMAS)))
+    msg: dict[str, Any] = {"v": 1, "id": draw(st.text(min_size=1, max_size=16)), "op": op}
+    shape = draw(st.sampled_from(["omitted", "nil", "not-a-map", "map", "map", "map", "map"]))
+    if shape == "nil":
+        msg["args"] = None
+    elif shape == "not-a-map":
+        msg["args"] = draw(st.one_of(*(v for k, v in CATEGORY.items() if k != "map")))
+    elif shape == "map":
+        args: dict[str, Any] = {}
+        for name, spec in SCHEMAS[op].items():
+            how = draw(st.sampled_from(["absent", "nil", "valid", "valid", "valid", "any"]))
+            if how == "nil":
+                args[name] = None
+            elif how == "valid":
+                args[name] = draw(valid_value(spec))
+            elif how == "any":
+                args[name] = draw(any_value())
+        if draw(st.integers(0, 9)) == 0:
+            args[draw(st.text(min_size=1, max_size=8))] = draw(any_value())
+        msg["args"] = args
+    args = msg.get("args")
+    if isinstance(args, dict):
+        # Keep it affordable and harmless: one generated token, backups under the
+        # test's own directory (the tests run as root), no canary node deleted.
+        if op == "query":
+            cons = args.get("constraints")
+            args["constraints"] = {**(cons if isinstance(cons, dict) else {}), "max_tokens": 1}
+        if op == "backup" and isinstance(args.get("to"), str) and args["to"].startswith("/"):
+            args["to"] = base + "/" + args["to"].replace("..", "__").lstrip("/")
+        if op.startswith("memory.") and isinstance(args.get("id"), int) and op != "memory.get":
+            args["id"] = max(args["id"], 10**9)   # delete/update/...: never a canary node
+    elif op == "query" or op == "backup":
+        pass   # no args: bad_request (query) or a backup into <data_dir>/backups
+    return msg
+
+
+def final_reply(f: Fuzzer, data: bytes, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Send one request and read up to its final message (streams send tokens first)."""
+    f.sock.send(data)
+    while True:
+        assert f.sock.poll(int(timeout_s * 1000)), f"no reply to {data!r:.300}"
+        msg = protocol.unpack_reply(f.sock.recv_multipart()[-1])
+        if "ok" in msg:
+            return msg
+
+
+def test_no_request_shape_yields_internal(fz: dict[str, Any], tmp_path: Path) -> None:
+    """Any input a client can send maps to a documented client error, never `internal`,
+    and every bad_request about a request with a readable id names its field."""
+    f: Fuzzer = fz["f"]
+    outcomes: Counter[str] = Counter()
+
+    def check(msg: dict[str, Any]) -> None:
+        CASES["any shape of args"] += 1
+        r = final_reply(f, msgpack.packb(msg, use_bin_type=True))
+        code = "ok" if r["ok"] else r["error"]["code"]
+        outcomes[code] += 1
+        assert code != "internal", (msg, r)
+        assert code in ("ok", *errors.CODES), r
+        if code == "bad_request":
+            assert r["error"].get("details", {}).get("field"), (msg, r)
+            assert r["id"] == msg["id"] if 0 < len(msg["id"]) <= 128 else r["id"] is None
+        for py in ("NoneType", "'list'", "dict", "bytes", "KeyError", "ValueError"):
+            assert py not in r.get("error", {}).get("message", ""), r
+
+    for op in sorted(SCHEMAS):          # the issue's case, for every op: args left out, nil
+        check({"v": 1, "id": f"omit-{op}", "op": op})
+        check({"v": 1, "id": f"nil-{op}", "op": op, "args": None})
+
+    @settings(FUZZ, max_examples=int(os.environ.get("RUVLLM_EDGE_FUZZ_SHAPES", "400")))
+    @given(hostile_request(str(tmp_path)))
+    def run(msg: dict[str, Any]) -> None:
+        check(msg)
+
+    run()
+    print(f"\noutcomes of {sum(outcomes.values())} requests of any shape: {dict(outcomes)}")
+    assert outcomes["ok"] >= 50 and outcomes["bad_request"] >= 50, outcomes   # both reached
+    fz["client"].backup(str(tmp_path / "flush"))   # flushes the writeback queue first...
+    fz["stats0"] = fz["client"].memory_stats()     # ...memory.add ran: the new baseline
+    # Valid queries loaded the model: RSS growth is measured from here on.
+    fz["rss0"] = psutil.Process(fz["dp"].proc.pid).memory_info().rss
     assert_survived(fz)
 
 

@@ -393,3 +393,63 @@ def test_sighup_reaches_the_learning_jobs_and_names_what_needs_a_restart(
     jobs = learn_report(c)
     assert {j["status"] for j in jobs.values()} == {"skipped"}, jobs
     assert all(j["report"]["reason"] == "memory budget" for j in jobs.values())
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    """Permission bits of every file and directory under root (sockets and links skipped)."""
+    out = {".": stat.S_IMODE(root.stat().st_mode)}
+    for p in root.rglob("*"):
+        st = p.lstat()
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            out[str(p.relative_to(root))] = stat.S_IMODE(st.st_mode)
+    return out
+
+
+def test_private_by_default_under_umask_022(tmp_path: Path) -> None:
+    """The README's quick start with the usual umask: nothing the daemon writes is readable
+    by others. A data dir and router left 0755/0644 by an older version are narrowed
+    with a warning; memory.db, its -wal/-shm, the lock, router.npz and a backup are
+    created private."""
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    old = os.umask(0o022)
+    try:
+        dp = DaemonProcess(data, MODELS_DIR, FAST, tmp_path / "daemon.log")
+        # the seeded router.npz is copied under umask 022: 0644, like an old install's
+        dp.start()
+    finally:
+        os.umask(old)
+    try:
+        c = dp.client(timeout_s=60)
+        c.memory_add("The door code is 4711.", kind="fact")
+        target = tmp_path / "usb"
+        c.backup(str(target))
+        live = modes_under(data)
+        assert live["."] == 0o700
+        for name in ("memory.db", "memory.db-wal", "memory.db-shm", "router.npz",
+                     "ruvllm-edge.lock"):
+            assert live.get(name) == 0o600, (name, oct(live.get(name, 0)), live)
+        assert "permissions tightened" in dp.log() and "router.npz" in dp.log()
+        backup_modes = modes_under(target)
+        assert any(k.endswith("memory.db") for k in backup_modes), backup_modes
+        loose = {k: oct(m) for k, m in backup_modes.items() if m & 0o077 and k != "."}
+        assert not loose, loose
+    finally:
+        dp.close_clients()
+        assert dp.stop() == 0, dp.log()
+    after = modes_under(data)                      # router saved and DB closed on SIGTERM
+    loose = {k: oct(m) for k, m in after.items() if m & 0o077}
+    assert not loose, loose
+
+
+def test_with_a_socket_group_the_data_dir_is_0750_and_nothing_is_world_readable(
+        life: dict[str, Any]) -> None:
+    if not GROUP:
+        pytest.skip("no second group to give the socket to")
+    modes = modes_under(life["dp"].data_dir)
+    assert modes["."] == 0o750
+    assert not {k: oct(m) for k, m in modes.items() if m & 0o007}
+    for name in ("memory.db", "memory.db-wal", "ruvllm-edge.lock"):   # created by the daemon:
+        assert modes[name] == 0o600, (name, oct(modes[name]))   # the group reaches the socket only
+    assert modes["router.npz"] & 0o037 == 0    # the seed was copied 0644: narrowed to 0640 at most

@@ -33,7 +33,8 @@ def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
 
     def on_token(text: str) -> None:
         nonlocal seq
-        ctx.send(protocol.token_event(job.req.id, seq, text))
+        ctx.send(protocol.token_event(job.req.id, seq, text,
+                                      request_id=job.request_id if seq == 0 else None))
         seq += 1
 
     budget = (args.get("constraints") or {}).get("max_latency_ms")
