@@ -166,12 +166,12 @@ def run_policy(policy: str, data: dict[str, Any], work: Path, models: Path) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--split", default="all", choices=("dev", "validation", "test", "all"))
+    ap.add_argument("--split", default="all", help="dev, validation, test, a comma list, or all")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench_answers.json"))
     a = ap.parse_args()
-    splits = ("dev", "validation", "test") if a.split == "all" else (a.split,)
+    splits = ("test", "validation", "dev") if a.split == "all" else tuple(a.split.split(","))
     policies = [p for p in a.policies.split(",") if p]
     bad = [p for p in policies if p not in POLICIES]
     if bad:
@@ -188,6 +188,7 @@ def main() -> None:
             for p in policies:
                 r = run_policy(p, data, Path(tmp) / split, Path(a.models_dir))
                 results["splits"][split][p] = r
+                save_results(results, a.out, echo=False)       # a long run keeps what it has
                 print(f"{split:10s} {p:9s} taught {r['taught_correct']} never_declined "
                       f"{r['never_declined']} leaked {r['never_leaked']} general "
                       f"{r['general_answered']} sessions {r['sessions_correct']} "
