@@ -14,6 +14,7 @@ two different words are never merged into one.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(_POSSESSIVE.sub(r"\1 's", text.lower()))
 
 
+@functools.lru_cache(maxsize=65_536)
 def stem(t: str) -> str:
     """Strip one inflection: plural, -ing or -ed; a final 'e' goes too, on both sides."""
     t = ABBREVIATIONS.get(t, t)

@@ -116,13 +116,21 @@ def fts_query(question: str) -> str | None:
 
 def cover(question: str, record: str, df: Mapping[str, int], n_docs: int) -> float:
     """Idf-weighted share of the question's content words found in the record (0..1)."""
+    return float(covers(question, [record], df, n_docs)[0])
+
+
+def covers(question: str, records: Sequence[str], df: Mapping[str, int], n_docs: int) -> np.ndarray:
+    """``cover`` of many records: (n,) float64; the question's idf is computed once."""
     qt = list(dict.fromkeys(content_terms(question)))
     if not qt:
-        return 0.0
-    rt = set(content_terms(record))
+        return np.zeros(len(records))
     idf = {t: math.log(1.0 + (n_docs + 1.0) / (df.get(t, 0) + 0.5)) for t in qt}
     total = sum(idf.values()) or 1.0
-    return sum(v for t, v in idf.items() if t in rt) / total
+    out = np.zeros(len(records))
+    for j, r in enumerate(records):
+        rt = set(content_terms(r))
+        out[j] = sum(v for t, v in idf.items() if t in rt) / total
+    return out
 
 
 @dataclass
@@ -161,12 +169,16 @@ class Retriever:
         self.cfg = cfg
 
     def knn(self, qvec: np.ndarray, k: int, exclude: Iterable[int] = (),
-            filters: Filters = NO_FILTERS) -> Hits:
-        """(ids, sims, vecs) of the k most similar searchable nodes, best first."""
+            filters: Filters = NO_FILTERS, coarse: int | None = None) -> Hits:
+        """(ids, sims, vecs) of the k most similar searchable nodes, best first.
+
+        ``coarse`` overrides how many ids the binary pass keeps for rescoring
+        (k * coarse_factor by default).
+        """
         assert qvec.shape == (DIM,), qvec.shape
         self.sync.refresh()
         skip = set(exclude)
-        kc = max(k, k * self.cfg.coarse_factor) + len(skip)
+        kc = (coarse or max(k, k * self.cfg.coarse_factor)) + len(skip)
         if filters != NO_FILTERS:
             kc = max(kc, 4 * kc)          # filters drop part of the coarse pool
         coarse_ids, _ = self.sync.index.search(quantize(qvec)[0], kc)
@@ -274,7 +286,12 @@ class Retriever:
         """Dense and BM25 hits, then what graph expansion reaches, then ``force_ids`` (training)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        hit_ids, hit_sims, hit_vecs = self.knn(qvec, max(k, cfg.dense_candidates), filters=filters)
+        # The dense pool's tail only needs to be roughly right (the ranking and the
+        # BM25 pool decide), so its coarse pass keeps 5 per pool slot, at least
+        # k * coarse_factor: the top k stay exact (recall@10 0.98-1.0, docs/memory.md).
+        n_dense = max(k, cfg.dense_candidates)
+        hit_ids, hit_sims, hit_vecs = self.knn(qvec, n_dense, filters=filters,
+                                               coarse=max(k * cfg.coarse_factor, 5 * n_dense))
         lex_ids = self.lexical(query, cfg.lexical_candidates, filters) if query else []
         t1 = time.perf_counter()
         # Reciprocal rank fusion orders the seeds of the graph step.
@@ -329,8 +346,8 @@ class Retriever:
                 feats.append((r.relation, r.hop, r.path_weight, parent * r.path_weight))
         context = self.contexts(rows)
         df, n_docs = self.document_frequencies(query) if query else ({}, 0)
-        cov = np.array([cover(query, rows[i][2] + ("\n" + context[i] if i in context else ""), df, n_docs)
-                        for i in ids]) if query else np.zeros(len(ids))
+        cov = (covers(query, [rows[i][2] + ("\n" + context[i] if i in context else "") for i in ids],
+                      df, n_docs) if query else np.zeros(len(ids)))
         t2 = time.perf_counter()
         return Gathered(ids, rows, sims, vecs, [f[0] for f in feats], np.array([f[1] for f in feats], np.int64),
                         np.array([f[2] for f in feats]), np.array([f[3] for f in feats]), n_hits, edges,
