@@ -92,3 +92,8 @@ def test_why_split_the_sentence_meets_its_question_the_whole_note_does_not(emb) 
         sims = parts @ q
         assert int(sims.argmax()) == answer, (question, sims)
         assert float(sims[answer]) > float(whole @ q) + 0.15, question
+
+
+def test_a_reference_after_no_holds_the_sentence_together() -> None:
+    line = "Clay supplier: Potclays, acct no. PC-20417, rep is Derek 01782 745 210"
+    assert split_sentences(line) == [line]

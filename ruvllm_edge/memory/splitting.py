@@ -55,15 +55,22 @@ _END = re.compile(r"""([.!?]+)(["'”’)\]]*)\s+(?=[A-Z0-9"'“‘(\[À-ÖØ-Þ
 _WORD_BEFORE = re.compile(r"(\S+)$")
 
 
-def _is_abbreviation(before: str, next_char: str) -> bool:
-    """True when the text up to a '.' ends with an abbreviation or an initial."""
+_NUMBERISH = re.compile(r"[#:]?[A-Za-z-]*\d")   # "12", "#4", "PC-20417": a number follows "no."
+
+
+def _is_abbreviation(before: str, next_word: str) -> bool:
+    """True when the text up to a '.' ends with an abbreviation or an initial.
+
+    ``next_word`` is the text right after the dot's whitespace: "acct no.
+    PC-20417" holds together because a reference with digits follows.
+    """
     m = _WORD_BEFORE.search(before)
     if not m:
         return False
     word = m.group(1).lstrip("(\"'“‘[").lower()
     if len(word) == 1 and word.isalpha() and word not in ("a", "i"):   # an initial: "J. Smith"
         return True
-    return word in ABBREVIATIONS or (next_char.isdigit() and word in NUMBER_ABBREVIATIONS)
+    return word in ABBREVIATIONS or (bool(_NUMBERISH.match(next_word)) and word in NUMBER_ABBREVIATIONS)
 
 
 def split_sentences(line: str) -> list[str]:
@@ -71,7 +78,7 @@ def split_sentences(line: str) -> list[str]:
     out: list[str] = []
     start = 0
     for m in _END.finditer(line):
-        if m.group(1) == "." and _is_abbreviation(line[start:m.start()], line[m.end():m.end() + 1]):
+        if m.group(1) == "." and _is_abbreviation(line[start:m.start()], line[m.end():m.end() + 24]):
             continue
         end = m.end(2) if m.group(1) is not None else m.end(3)
         piece = line[start:end].strip()
