@@ -187,7 +187,15 @@ def test_a_request_cancelled_before_it_starts_names_itself(daemon: Daemon) -> No
     send(daemon, s, b"c", protocol.pack(protocol.make_request("cq", "query", {"query": "hi"})))
     job = daemon.services.lanes.queues["gen"].get_nowait()
     job.cancel.set()
-    daemon.dispatcher.run(job, lambda m: s.sent.append([protocol.pack(m)]))
+    in_table_at_send: list[bool] = []
+
+    def capture(m: dict[str, Any]) -> None:
+        in_table_at_send.append(daemon.services.lanes.jobs.find_by_client(b"c", "cq") is not None)
+        s.sent.append([protocol.pack(m)])
+
+    daemon.dispatcher.run(job, capture)
+    # The final reply leaves the job table before it is sent: the id is free on arrival.
+    assert in_table_at_send == [False]
     err = s.replies()[0]["error"]
     assert err["code"] == "cancelled"
     assert err["details"] == {"request_id": job.request_id, "completion_tokens": 0}

@@ -117,8 +117,16 @@ class Dispatcher:
             return
         self.run(job, lambda msg: self.transport.worker_send(job.ident, job.prefix, msg))
 
-    def run(self, job: Job, send: Send, inline: bool = False) -> None:
+    def run(self, job: Job, send_any: Send, inline: bool = False) -> None:
         """Run an op and send its reply; every exception becomes an error reply."""
+
+        def send(msg: dict[str, Any]) -> None:
+            if "ok" in msg and not inline:
+                # The final message: out of the job table first, so the client may
+                # reuse the id (or be told not_found by cancel) as soon as it has it.
+                self.s.lanes.jobs.remove(job)
+            send_any(msg)
+
         name = job.req.op
         op = self.ops[name]
         m = self.s.metrics
