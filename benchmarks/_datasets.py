@@ -152,3 +152,68 @@ def load_locomo(path: Path) -> list[dict]:
         convs.append({"id": sample["sample_id"], "speakers": [c.get("speaker_a"), c.get("speaker_b")],
                       "sessions": sessions, "qa": qa})
     return sorted(convs, key=lambda x: x["id"])
+# LoCoMo (development half): read in place, never copied into the repository.
+# The data's README (../shared/data/README.md) states its licence (CC BY-NC 4.0)
+# and that only this half may be tuned on.
+
+def locomo_samples(path: Path) -> list[dict]:
+    """One dict per conversation: sample_id, speakers, turns (dia_id, session, date, speaker,
+    text) in order, and qa (question, answer as text, category, evidence dia_ids) for
+    categories 1-4 (category 5 has no gold answer)."""
+    out = []
+    for s in json.loads(path.read_text()):
+        conv = s["conversation"]
+        turns = []
+        n = 1
+        while f"session_{n}" in conv:
+            date = conv.get(f"session_{n}_date_time", "")
+            for t in conv[f"session_{n}"]:
+                text = t["text"] + (f" [shares a photo: {t['blip_caption']}]"
+                                    if t.get("blip_caption") else "")
+                turns.append({"dia_id": t["dia_id"], "session": n, "date": date,
+                              "speaker": t["speaker"], "text": text})
+            n += 1
+        qa = []
+        for q in s["qa"]:
+            if q.get("category") not in (1, 2, 3, 4) or "answer" not in q:
+                continue
+            ev = []
+            for e in q.get("evidence", []):
+                for part in re.split(r"[;,\s]+", str(e)):
+                    m = re.match(r"D(\d+):0*(\d+)$", part.strip())
+                    if m:
+                        ev.append(f"D{m.group(1)}:{m.group(2)}")
+            qa.append({"question": q["question"], "answer": str(q["answer"]),
+                       "category": int(q["category"]), "evidence": ev})
+        out.append({"sample_id": s["sample_id"], "speakers": [conv.get("speaker_a"),
+                                                              conv.get("speaker_b")],
+                    "turns": turns, "qa": qa})
+    return out
+
+
+_ARTICLES = re.compile(r"\b(a|an|the|and)\b")
+
+
+def _f1_tokens(text: str) -> list[str]:
+    """LoCoMo's normalisation: lower case, no punctuation, no articles, split on spaces."""
+    t = re.sub(r"[^\w\s]", " ", str(text).lower().replace(",", ""))
+    return _ARTICLES.sub(" ", t).split()
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of a prediction against the gold answer (the LoCoMo paper's metric)."""
+    p, g = _f1_tokens(prediction), _f1_tokens(gold)
+    if not p or not g:
+        return float(p == g)
+    common: dict[str, int] = {}
+    for w in g:
+        common[w] = common.get(w, 0) + 1
+    hit = 0
+    for w in p:
+        if common.get(w, 0) > 0:
+            hit += 1
+            common[w] -= 1
+    if hit == 0:
+        return 0.0
+    prec, rec = hit / len(p), hit / len(g)
+    return 2 * prec * rec / (prec + rec)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from _common import RESULTS_DIR, ROOT, save_results
+from _datasets import locomo_path, locomo_samples
 
 from ruvllm_edge import ranking
 from ruvllm_edge.config import MemoryConfig
@@ -54,38 +54,6 @@ L2 = 1e-4
 GRID = {"cosine": (2, 4, 6, 8), "lexical": (0, 0.5, 1), "cover": (3, 6, 9, 12),
         "hop": (-2, -1, 0, 1), "prop_sim": (0, 1, 2)}
 K = 10
-
-
-def locomo_path(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("RUVLLM_EDGE_LOCOMO")
-                or ROOT.parent / "shared" / "data" / "locomo-dev.json")
-
-
-def turns_of(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(dia_id, text, date) for every turn of a conversation, in order."""
-    conv = sample["conversation"]
-    out = []
-    n = 1
-    while f"session_{n}" in conv:
-        date = conv.get(f"session_{n}_date_time", "")
-        for t in conv[f"session_{n}"]:
-            text = f"{t['speaker']}: {t['text']}"
-            if t.get("blip_caption"):
-                text += f" [shares a photo: {t['blip_caption']}]"
-            out.append((t["dia_id"], text, date))
-        n += 1
-    return out
-
-
-def evidence(qa: dict[str, Any]) -> set[str]:
-    ids: set[str] = set()
-    for e in qa.get("evidence", []):
-        for part in str(e).replace(",", ";").split(";"):
-            part = part.strip()
-            if ":" in part:
-                s, t = part.split(":", 1)
-                ids.add(f"{s.strip()}:{int(t)}" if t.strip().isdigit() else part)
-    return ids
 
 
 def design(store: MemoryStore, emb: Embedder, q: str) -> tuple[Any, np.ndarray]:
@@ -194,23 +162,24 @@ def main() -> None:
         store.close()
         db.close()
         # LoCoMo fit conversations.
-        path = locomo_path(a.locomo)
+        path = Path(a.locomo) if a.locomo else locomo_path()
         loc_items: list[tuple[str, set[str]]] = []
-        if path.exists():
-            data = [s for s in json.loads(path.read_text()) if s["sample_id"] in FIT_CONVERSATIONS]
+        if path.is_file():
+            data = [s for s in locomo_samples(path) if s["sample_id"] in FIT_CONVERSATIONS]
             db = Database(Path(tmp) / "locomo.db")
             store = MemoryStore(db, cfg, emb)
             for s in data:
                 prev = None
-                for dia, text, date in turns_of(s):
-                    ids = store.add(text, metadata={"conv": s["sample_id"], "dia_id": dia, "date": date})
+                for t in s["turns"]:
+                    ids = store.add(f"{t['speaker']}: {t['text']}",
+                                    metadata={"conv": s["sample_id"], "dia_id": t["dia_id"], "date": t["date"]})
                     if prev is not None:
                         with db.atomic() as conn:
                             upsert_edge(conn, prev, ids[0], "follows", 1.0, time.time())
                     prev = ids[-1]
                 for qa in s["qa"]:
-                    if qa.get("category") in (1, 2, 3, 4) and evidence(qa):
-                        loc_items.append((qa["question"], evidence(qa)))
+                    if qa["evidence"]:
+                        loc_items.append((qa["question"], set(qa["evidence"])))
             for q, gold in loc_items:
                 g, X = design(store, emb, q)
                 dia = [json.loads(g.rows[i][3]).get("dia_id") for i in g.ids]

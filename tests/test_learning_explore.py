@@ -140,3 +140,41 @@ def test_explore_with_the_real_model(router: Router) -> None:
     with_notes = [o for o in res.outcomes if o["context_class"] > 0 and o["mode_class"] != MEMORY]
     # without the note the model cannot know the code; with it, it can
     assert max(o["quality"] for o in with_notes) >= max(o["quality"] for o in k0)
+
+
+def _unanswerable_world(decline_at_k: int | None) -> tuple[E.AnswerWith, E.Judge]:
+    """Nothing answers: memory mode returns an unrelated stored fact (free), generating
+    gives a wrong attempt; optionally the answer path declines from k >= decline_at_k."""
+    def answer_with(query: str, d: Decision) -> E.Outcome:
+        if d.mode == "memory":
+            return E.Outcome("The ISO 4217 code of the Euro is EUR.", 0, 0.0)
+        if decline_at_k is not None and d.context_k >= decline_at_k:
+            return E.Outcome("I don't have that in my notes.", 0, 0.05, "declined")
+        tokens = 12 if d.mode == "short" else 60
+        return E.Outcome("It is probably 12.", tokens, 0.1 + tokens / 100)
+
+    def judge(q: str, a: str, ref: str | None) -> float:
+        return 0.0
+    return answer_with, judge
+
+
+def test_unrelated_memory_reply_is_never_the_label(router: Router) -> None:
+    """Under the old utility the free, unrelated memory reply was labelled best."""
+    answer_with, judge = _unanswerable_world(None)
+    res = E.explore_one(_sample(), "How many subdivisions has Peru?", None, router,
+                        answer_with, judge, max_tokens=128, max_candidates=12,
+                        latency_weight_per_s=0.05, cost_weight_per_token=0.001)
+    assert res.best.mode_class != MEMORY
+    assert (res.best.context_class, res.best.mode_class) == (0, SHORT)  # the cheapest attempt
+    assert res.answerable is False
+    assert {o["kind"] for o in res.outcomes} == {"wrong"}
+
+
+def test_an_honest_decline_beats_a_wrong_attempt(router: Router) -> None:
+    answer_with, judge = _unanswerable_world(decline_at_k=2)
+    res = E.explore_one(_sample(), "What is my sister's name?", None, router,
+                        answer_with, judge, max_tokens=128, max_candidates=12,
+                        latency_weight_per_s=0.05, cost_weight_per_token=0.001)
+    assert CONTEXT_CLASSES[res.best.context_class] >= 2 and res.best.mode_class != MEMORY
+    assert "declined" in {o["kind"] for o in res.outcomes}
+    assert res.answerable is False

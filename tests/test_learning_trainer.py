@@ -201,3 +201,61 @@ def test_ewc_holds_the_parameters_task_a_relied_on() -> None:
 ])
 def test_acceptance_rule(before: dict, after: dict, ok: bool) -> None:
     assert T._no_worse(before, after, 0.02) is ok
+
+
+def test_step_losses_sum_to_the_kernels_loss() -> None:
+    """The gate's per-sample losses are the very terms the trained loss is made of."""
+    rng = np.random.default_rng(21)
+    seqs = T.build_sequences(_samples(rng, 40, sessions=6), 8)
+    ev = T.evaluate(_fresh(3).theta, LAYOUT, seqs, 0.5)
+    assert ev["step_loss"].shape == (ev["n_labelled"],)
+    assert float(ev["step_loss"].mean()) == pytest.approx(ev["loss"], rel=1e-9)
+
+
+def _gate_case(n: int, lost: int, gained: int, loss_shift: float) -> tuple[dict, dict]:
+    """n held-out samples; accuracy 0.9 before; `lost` right answers turn wrong and `gained`
+    wrong ones turn right; every sample's loss moves by loss_shift +- 0.5 (paired)."""
+    rng = np.random.default_rng(n)
+    ok0 = np.zeros(n, bool)
+    ok0[:int(0.9 * n)] = True
+    ok1 = ok0.copy()
+    ok1[:lost] = False
+    ok1[n - gained:] = True
+    l0 = rng.random(n) + 0.5
+    l1 = l0 + loss_shift + rng.uniform(-0.5, 0.5, n)
+    return ({"loss": l0.mean(), "acc": ok0.mean(), "step_loss": l0, "step_ok": ok0},
+            {"loss": l1.mean(), "acc": ok1.mean(), "step_loss": l1, "step_ok": ok1})
+
+
+def test_gate_tolerance_scales_with_the_held_out_size() -> None:
+    """Same shape of change, two held-out sizes: the old fixed gate rejects both (accuracy
+    fell 3.3 points > 0.02), the SE gate accepts the small slice (two samples flipped is
+    noise) and rejects the same relative change on a slice 100 times larger."""
+    small = _gate_case(60, lost=3, gained=1, loss_shift=-0.2)
+    large = _gate_case(6000, lost=300, gained=100, loss_shift=-0.2)
+    assert not T._no_worse(*small, 0.02)            # the old gate (z = 0)
+    assert not T._no_worse(*large, 0.02)
+    assert T._no_worse(*small, 0.02, z=1.64)
+    assert not T._no_worse(*large, 0.02, z=1.64)
+    lt_s, at_s = T.gate_tolerances(*small, 0.02, 1.64)
+    lt_l, at_l = T.gate_tolerances(*large, 0.02, 1.64)
+    assert lt_l < lt_s / 5 and at_l < at_s
+
+
+def test_gate_still_rejects_a_loss_rise_beyond_the_noise() -> None:
+    before, after = _gate_case(400, lost=0, gained=0, loss_shift=0.3)
+    assert not T._no_worse(before, after, 0.02, z=1.64)
+    before, after = _gate_case(400, lost=0, gained=0, loss_shift=0.01)
+    assert T._no_worse(before, after, 0.02, z=1.64)   # within the noise of 400 samples
+    assert not T._no_worse(before, after, 0.02)         # the old gate: any rise rejects
+
+
+def test_train_reports_the_gate_it_applied() -> None:
+    rng = np.random.default_rng(5)
+    samples = _samples(rng, 120, sessions=40)
+    tr, ho = T.split_holdout(samples, 0.25)
+    _, rep = T.train(_fresh(), LAYOUT, tr, ho, dataclasses.replace(CFG, max_steps=50,
+                                                                   min_steps=50), rng)
+    g = rep.extra["gate"]
+    assert g["z"] == CFG.accept_z and g["acc_tolerance"] >= CFG.accept_acc_tolerance
+    assert g["loss_tolerance"] >= 0

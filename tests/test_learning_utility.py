@@ -48,3 +48,60 @@ def test_sample_validation() -> None:
     assert s.with_outcome(0.8, 0.7).utility == 0.7
     with pytest.raises(ValueError):
         ReplaySample("r", x, 1, 1, 0.5, 0.9, quality=1.2)
+
+
+# ---------------------------------------------------------------------------
+# The honest utility (issue 10): a wrong answer is never the best label.
+
+from ruvllm_edge.learning import utility as U  # noqa: E402
+
+LAT, TOK = 0.05, 0.001
+
+
+def test_old_utility_rewarded_an_unrelated_memory_reply() -> None:
+    """The defect this fixes: under the plain utility, returning an unrelated stored
+    fact (quality 0, free) beats an honest decline that cost a little prompt time."""
+    unrelated_memory = utility(0.0, 0.0, 0, LAT, TOK)
+    decline = utility(0.0, 0.1, 0, LAT, TOK)
+    assert unrelated_memory > decline          # the old labelling
+    assert (U.honest_utility(0.0, 0.0, 0, LAT, TOK, from_memory=True)
+            < U.honest_utility(0.0, 0.1, 0, LAT, TOK, declined=True) - 0.02)
+
+
+def test_correct_beats_decline_beats_wrong_whatever_the_costs() -> None:
+    cheapest_correct = U.honest_utility(U.CORRECT_QUALITY, 2.0, 256, LAT, TOK)
+    free_decline = U.honest_utility(0.0, 0.0, 0, LAT, TOK, declined=True)
+    assert cheapest_correct < free_decline    # 2 s + 256 tokens cost more than the margin...
+    typical_correct = U.honest_utility(1.0, 0.5, 40, LAT, TOK)
+    assert typical_correct > free_decline     # ...but a normal right answer wins
+    for q in (0.0, 0.2, 0.45, 0.49):          # every wrong answer, even free, loses to a decline
+        wrong_free = U.honest_utility(q, 0.0, 0, LAT, TOK)
+        decline = U.honest_utility(0.0, 0.3, 10, LAT, TOK, declined=True)
+        assert wrong_free < decline - 0.02, q
+
+
+def test_memory_reply_that_does_not_answer_pays_the_risk_cost() -> None:
+    generated_wrong = U.honest_utility(0.2, 0.4, 20, LAT, TOK)
+    memory_wrong = U.honest_utility(0.2, 0.0, 0, LAT, TOK, from_memory=True)
+    assert memory_wrong < generated_wrong - 0.3
+    # a memory reply that answers is not penalised, and costs nothing
+    assert U.honest_utility(1.0, 0.0, 0, LAT, TOK, from_memory=True) == pytest.approx(1.0)
+    # partial credit keeps its order among wrong answers
+    assert U.honest_utility(0.4, 0, 0, LAT, TOK) > U.honest_utility(0.1, 0, 0, LAT, TOK)
+
+
+def test_decline_is_recognised_from_the_answer_paths_reply() -> None:
+    from ruvllm_edge.answer.policy import DECLINE
+    assert U.is_decline(DECLINE)
+    assert U.is_decline("  I don\u2019t have that in my notes.")
+    assert U.is_decline("anything", "declined")
+    assert not U.is_decline("The gate code is 7341.", "stop")
+    assert U.outcome_kind(0.9, False) == "correct"
+    assert U.outcome_kind(0.9, True) == "declined"
+    assert U.outcome_kind(0.1, False) == "wrong"
+
+
+def test_unanswerable_questions_are_labelled() -> None:
+    assert not U.answerable([0.0, 0.2, 0.49])
+    assert U.answerable([0.0, 0.6])
+    assert not U.answerable([0.0, 1.0], [False, True])   # a decline is not an answer

@@ -18,7 +18,6 @@ import json
 import os
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,29 +26,38 @@ import numpy as np
 from ruvllm_edge.config import LearningConfig
 from ruvllm_edge.learning import trainer as T
 from ruvllm_edge.learning.explore import candidate_grid
-from ruvllm_edge.learning.utility import ReplaySample, utility
+from ruvllm_edge.learning.utility import ReplaySample, honest_utility, is_decline, outcome_kind
 from ruvllm_edge.router import policy as P
 
 from .report import _best, _decision_name, routing_report, similarity_profile
 from _datasets import PYCOUNTRY
 
-from .workload import PARAGRAPH_MIN_WORDS, Query, Workload, build_workload, mix, quality_of
+from .workload import (PARAGRAPH_MIN_WORDS, Query, Workload, build_split_workload, mix,
+                       quality_of)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PREFILL_TOK_S = 330.0   # reference.md, SmolLM2-135M q4_1 on this machine, 2 threads
 DECODE_TOK_S = 115.0
 
 # The source files an outcome depends on: a change to any of them makes cached
-# outcomes stale (the cache key includes their hash). The whole memory package
-# counts, whichever of its modules the retrieval and prompt code lives in.
-OUTCOME_SOURCES = ("ruvllm_edge/pipeline.py", "ruvllm_edge/inference.py", "ruvllm_edge/ranking.py",
-                   "ruvllm_edge/embedding.py", "ruvllm_edge/memory/*.py")
+# outcomes stale (the cache key includes their hash). An outcome row holds the
+# answer (pipeline, answer/*, memory/*, ranking, inference, embedding, config,
+# router/policy's decision_for, server/components which builds them) and its
+# quality and utility (learning/utility, learning/explore, the workload's
+# checks): listing them one by one missed config.py, router/policy.py and
+# learning/explore.py before, so every module of the package is hashed, with
+# the SQL migrations and the benchmark files that compute the outcome.
+OUTCOME_SOURCES = ("ruvllm_edge/**/*.py", "ruvllm_edge/memory/migrations/*.sql",
+                   "benchmarks/router/pipeline.py", "benchmarks/router/workload.py",
+                   "benchmarks/_datasets.py")
 
 
 def code_fingerprint() -> str:
     h = hashlib.sha256()
     for pattern in OUTCOME_SOURCES:
         for path in sorted(ROOT.glob(pattern)):
+            if "__pycache__" in path.parts:
+                continue
             h.update(path.relative_to(ROOT).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
@@ -226,10 +234,17 @@ def run_grid(items: list[Query], dp: DaemonPipeline, lcfg: LearningConfig, max_t
                                          max_tokens)
             o = dp.answer(it, dec)
             q = quality_of(it, o["text"])
+            declined = is_decline(o["text"])
+            # answered in memory mode with a stored record (nothing generated): if it does
+            # not answer, it pays the honest utility's risk cost
+            from_memory = c.mode_class == P.MEMORY and o["finish"] == "memory"
             row = {"context_class": c.context_class, "mode_class": c.mode_class, "quality": q,
-                   "correct": q >= 0.5,
-                   "utility": utility(q, o["latency_s"], o["tokens"], lcfg.utility_latency_per_s,
-                                      lcfg.utility_cost_per_token),
+                   "correct": q >= 0.5 and not declined, "declined": declined,
+                   "kind": outcome_kind(q, declined),
+                   "utility": honest_utility(q, o["latency_s"], o["tokens"],
+                                             lcfg.utility_latency_per_s,
+                                             lcfg.utility_cost_per_token, declined=declined,
+                                             from_memory=from_memory),
                    **{k: v for k, v in o.items() if k != "text"}, "answer": o["text"][:300]}
             rows.append(row)
             cache[key] = row
@@ -255,19 +270,30 @@ def _labelled(feats: list[np.ndarray], grid: list[list[dict[str, Any]]],
     return out
 
 
+def _quick_items(items: list[Query], per: int) -> list[Query]:
+    """A smoke run: the first ``per`` queries of each (split, category)."""
+    taken: dict[tuple[str, str], int] = {}
+    out = []
+    for q in items:
+        k = (q.split, q.category)
+        if taken.get(k, 0) < per:
+            taken[k] = taken.get(k, 0) + 1
+            out.append(q)
+    return out
+
+
 def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """Outcomes of every decision for every query of both splits; the router's priors and
+    training use the dev split only, and every reported figure says its split."""
+    from ruvllm_edge.config import RouterConfig
+    from ruvllm_edge.learning import curriculum as C
+
     lcfg = LearningConfig()
     wl = (Workload.from_json(json.loads(Path(args.workload).read_text())) if args.workload
-          else build_workload(args.seed))
+          else build_split_workload(args.seed))
     items = wl.queries[:args.max_queries]
-    if args.quick:   # a smoke run: the first two queries of each category
-        taken: dict[str, int] = {}
-        quick = []
-        for q in items:
-            if taken.get(q.category, 0) < 2:
-                taken[q.category] = taken.get(q.category, 0) + 1
-                quick.append(q)
-        items = quick
+    if args.quick:
+        items = _quick_items(items, getattr(args, "quick_per_category", 2))
     fp = wl.fingerprint()
     cache_prefix = f"{wl.memory_fingerprint()}-{code_fingerprint()}|t{args.threads}"
     cache_path = Path(args.outcomes_cache) if args.outcomes_cache else None
@@ -275,6 +301,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     def checkpoint() -> None:
         if cache_path:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cache))
             os.replace(tmp, cache_path)
@@ -293,77 +320,103 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             grid_s = time.perf_counter() - t0
         finally:
             dp.close()
-    # Two folds by topic group: every query is scored by a router that never saw its topic.
-    fold_of = {g: zlib.crc32(g.encode()) % 2 for g in {it.group for it in items}}
-    folds_idx = [[i for i, it in enumerate(items) if fold_of[it.group] == f] for f in (0, 1)]
-    before = routing_report([(router0, folds_idx[0] + folds_idx[1])], items, feats, grid)
-    # The trainer shuffles minibatches; with a few dozen labels per fold the result
-    # depends on that draw, so it is repeated over several seeds and all are reported.
+    dev_idx = [i for i, it in enumerate(items) if it.split == "dev"]
+    held_idx = [i for i, it in enumerate(items) if it.split == "heldout"]
+
+    def tagged(rep: dict[str, Any], split: str) -> dict[str, Any]:
+        return {"split": split, **rep}
+
+    before = {"dev": tagged(routing_report([(router0, dev_idx)], items, feats, grid), "dev"),
+              "heldout": tagged(routing_report([(router0, held_idx)], items, feats, grid),
+                                "heldout")}
+    # Seeds change what matters: the first-start curriculum's data and initial weights
+    # (RouterConfig.init_seed), the order of the dev labels and the minibatch draws.
     runs = []
     for seed in range(args.train_seeds):
-        trained: list[tuple[P.Router, list[int]]] = []
-        reports = []
-        for f in (0, 1):
-            test_idx, train_idx = folds_idx[f], folds_idx[1 - f]
-            # The daemon's path: train on the explored labels, accept only if no worse
-            # on the hash-chosen held-out slice of the training split.
-            tr, ho = T.split_holdout(_labelled(feats, grid, train_idx), lcfg.holdout_fraction)
-            state, rep = T.train(router0.state, router0.layout, tr, ho,
-                                 dataclasses.replace(T.TrainConfig.from_configs(router0.cfg, lcfg),
-                                                     min_train_samples=min(16, max(1, len(tr)))),
-                                 np.random.default_rng(1000 * seed + f))
-            r1 = P.Router(router0.layout, router0.state, router0.cfg, version=router0.version)
-            if rep.accepted:
-                r1.install(state)
-            trained.append((r1, test_idx))
-            reports.append({k: v for k, v in rep.to_dict().items() if k != "extra"})
-        runs.append((routing_report(trained, items, feats, grid), reports))
+        rcfg = dataclasses.replace(router0.cfg, init_seed=router0.cfg.init_seed + seed)
+        r_init = router0 if seed == 0 else C.initial_router(rcfg, lcfg)
+        labels = _labelled(feats, grid, dev_idx)
+        np.random.default_rng(seed).shuffle(labels)   # type: ignore[arg-type]
+        tr, ho = T.split_holdout(labels, lcfg.holdout_fraction)
+        state, rep = T.train(r_init.state, r_init.layout, tr, ho,
+                             dataclasses.replace(T.TrainConfig.from_configs(rcfg, lcfg),
+                                                 min_train_samples=min(16, max(1, len(tr)))),
+                             np.random.default_rng(1000 + seed))
+        r1 = P.Router(r_init.layout, r_init.state, rcfg, version=r_init.version)
+        if rep.accepted:
+            r1.install(state)
+        runs.append((tagged(routing_report([(r1, held_idx)], items, feats, grid), "heldout"),
+                     tagged(routing_report([(r_init, held_idx)], items, feats, grid), "heldout"),
+                     {k: v for k, v in rep.to_dict().items() if k != "extra"}
+                     | {"gate": rep.extra.get("gate")}))
     keys = ("router_accuracy_exact", "router_accuracy_equivalent", "router_accuracy_within_tie",
             "token_reduction", "cpu_reduction", "wall_reduction")
-    per_seed = [{**{k: rep[k] for k in keys},
-                 "answer_accuracy": rep["router"]["answer_accuracy"], "fallbacks": rep["fallbacks"],
-                 "accepted": [r["accepted"] for r in reps]} for rep, reps in runs]
+    per_seed = [{"seed": i, "init_seed": router0.cfg.init_seed + i,
+                 **{k: rep[k] for k in keys},
+                 "answer_accuracy": rep["router"]["answer_accuracy"],
+                 "initial_policy_exact": init["router_accuracy_exact"],
+                 "fallbacks": rep["fallbacks"], "accepted": tr_rep["accepted"]}
+                for i, (rep, init, tr_rep) in enumerate(runs)]
     order = sorted(range(len(runs)), key=lambda i: per_seed[i]["router_accuracy_exact"])
     median_i = order[len(order) // 2]
-    after, reports = runs[median_i]
-    seeds_summary = {"seeds": args.train_seeds, "reported_seed": median_i,
+    after, _, train_report = runs[median_i]
+    seeds_summary = {"split": "heldout", "seeds": args.train_seeds, "reported_seed": median_i,
                      "per_seed": per_seed,
                      **{f"{k}_median": float(np.median([p[k] or 0.0 for p in per_seed]))
                         for k in keys},
                      **{f"{k}_range": [float(min(p[k] or 0.0 for p in per_seed)),
                                        float(max(p[k] or 0.0 for p in per_seed))] for k in keys}}
-    dist: dict[str, int] = {}
-    for rows in grid:
+    dist: dict[str, dict[str, int]] = {}
+    unanswerable: dict[str, int] = {}
+    for i, rows in enumerate(grid):
         key = _decision_name(_best(rows)[0])
-        dist[key] = dist.get(key, 0) + 1
+        sp = items[i].split
+        dist.setdefault(sp, {})[key] = dist.setdefault(sp, {}).get(key, 0) + 1
+        if not any(r["correct"] for r in rows):
+            unanswerable[sp] = unanswerable.get(sp, 0) + 1
     return {
         "workload": {
             "description": "personal edge assistant traffic: questions about facts the user "
                            "taught (ISO 3166-1 numeric, ISO 4217 and ISO 639-3 codes from "
                            "pycountry's data, half via memory.add kind=fact, half via a "
-                           "rating-1 feedback correction; asked in other words), questions "
-                           "answered by an added multi-sentence document (country profiles "
-                           "from ISO 3166-1/3166-2), general knowledge, chat, long-form",
+                           "rating-1 feedback correction), questions answered by an added "
+                           "document (country profiles from ISO 3166-1/3166-2), general "
+                           "knowledge, chat, long-form, and hard negatives (same entity, other "
+                           "attribute; same attribute, untaught entity)",
             "dataset": f"{PYCOUNTRY} wheel (sha256-checked, read not installed)",
-            "mix": mix(items), "n_facts": len(wl.facts), "n_documents": len(wl.documents),
+            "mix": {"dev": mix([items[i] for i in dev_idx]),
+                    "heldout": mix([items[i] for i in held_idx])},
+            "n_facts": len(wl.facts), "n_documents": len(wl.documents),
             "fingerprint": fp, "seed": args.seed, "outcome_cache_prefix": cache_prefix,
-            "quality": {"taught_fact/document/general": "gold regex in the answer (1/0)",
+            "outcome_cache_sources": list(OUTCOME_SOURCES),
+            "quality": {"taught_fact/document/general/neg_*": "gold regex in the answer (1/0)",
                         "chat": "at least two words (1/0)",
                         "long_form": f">= {PARAGRAPH_MIN_WORDS} words and on topic (1/0)"},
-            "split": "two folds by topic group (crc32); each query routed by a router "
-                     "trained on the other fold's explored labels",
+            "split": "dev = the queries the first-start thresholds were calibrated on "
+                     "(build_workload(7)) plus hard negatives on their entities: router labels "
+                     "come from dev only; heldout = other entities, phrasings not in the "
+                     "templates, other general/chat/long-form items, own hard negatives: "
+                     "reported, never fitted or trained on",
+            "quick": bool(args.quick),
         },
         "pipeline": "ruvllm_edge.pipeline.Pipeline.answer_with (real retrieval, prompt "
                     "packing, answer-from-memory, generation); llama n_threads "
                     f"{args.threads}",
-        "utility_latency": "modelled from token counts (uncached prompt tokens / 330 + "
-                           "generated / 115 tok/s); cpu_s and wall_s are measured",
-        "teach": taught, "n_queries": len(items), "folds": [len(f) for f in folds_idx],
+        "utility": "learning.utility.honest_utility: correct > honest decline > wrong; a "
+                   "memory-mode reply that does not answer pays MEMORY_RISK_COST; latency "
+                   "modelled from token counts (uncached prompt tokens / 330 + generated / "
+                   "115 tok/s); cpu_s and wall_s are measured",
+        "teach": taught, "n_queries": len(items),
+        "n_dev": len(dev_idx), "n_heldout": len(held_idx),
+        "unanswerable": unanswerable,
         "grid_size": len(grid[0]) if grid else 0, "grid_seconds": grid_s,
         "generations_run": sum(1 for rows in grid for r in rows
                                if r["finish"] != "memory" and not r["reused_generation"]),
-        "similarity_profile": similarity_profile(items, obs),
+        "similarity_profile": {"dev": {"split": "dev", **similarity_profile(
+            [items[i] for i in dev_idx], [obs[i] for i in dev_idx])},
+            "heldout": {"split": "heldout", **similarity_profile(
+                [items[i] for i in held_idx], [obs[i] for i in held_idx])}},
         "best_decision_distribution": dist,
-        "initial_policy": before, "after_training": after, "training_reports": reports,
+        "initial_policy": before, "after_training": after, "training_report": train_report,
         "after_training_seeds": seeds_summary,
     }

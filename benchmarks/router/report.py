@@ -67,13 +67,17 @@ def routing_report(folds: list[tuple[P.Router, list[int]]], items: list[Query],
                            "picked": _decision_name(Candidate(dec.context_class, dec.mode_class)),
                            "best": _decision_name(best), "fallback": dec.fallback,
                            "confidence": round(dec.confidence, 3),
-                           "picked_correct": r["correct"],
+                           "picked_correct": r["correct"], "picked_kind": r.get("kind"),
+                           "answerable": any(x["correct"] for x in rows),
                            "within_tie": r["utility"] >= best_u - TIE_EPS})
     n = max(len(picked), 1)
 
     def agg(rs: list[dict[str, Any]]) -> dict[str, float]:
         k = max(len(rs), 1)
         return {"answer_accuracy": sum(r["correct"] for r in rs) / k,
+                "declined": sum(bool(r.get("declined")) for r in rs) / k,
+                "wrong": sum(r.get("kind", "wrong" if not r["correct"] else "correct") == "wrong"
+                             for r in rs) / k,
                 "tokens": float(sum(r["tokens"] for r in rs)),
                 "cpu_s": float(sum(r["cpu_s"] for r in rs)),
                 "wall_s": float(sum(r["wall_s"] for r in rs)),
@@ -163,31 +167,26 @@ def print_latency(lat: dict[str, Any], size: dict[str, Any]) -> None:
 
 
 def print_pipeline(pr: dict[str, Any]) -> None:
-    orc = pr["initial_policy"]["oracle_best"]
-    print(f"  oracle: answer accuracy {orc['answer_accuracy']:.3f}"
-          f", tokens -{100 * (pr['initial_policy']['oracle_token_reduction'] or 0):.0f}%, "
-          f"CPU s -{100 * (pr['initial_policy']['oracle_cpu_reduction'] or 0):.0f}%, wall s "
-          f"-{100 * (pr['initial_policy']['oracle_wall_reduction'] or 0):.0f}% vs always-max")
-    for name in ("initial_policy", "after_training"):
-        r = pr[name]
-        print(f"  {name}: router accuracy exact {r['router_accuracy_exact']:.3f}, equivalent "
-              f"{r['router_accuracy_equivalent']:.3f}, within tie "
-              f"{r['router_accuracy_within_tie']:.3f} (goal >= 0.90) [on the "
-              f"{r['n_answerable']} answerable: exact "
-              f"{r['router_accuracy_exact_answerable']:.3f}, within tie "
-              f"{r['router_accuracy_within_tie_answerable']:.3f}]; answer accuracy router "
-              f"{r['router']['answer_accuracy']:.3f} vs always-max "
-              f"{r['always_max']['answer_accuracy']:.3f}; tokens "
-              f"-{100 * (r['token_reduction'] or 0):.0f}%, CPU s "
-              f"-{100 * (r['cpu_reduction'] or 0):.0f}%, wall s "
-              f"-{100 * (r['wall_reduction'] or 0):.0f}% (goal >= 50%)")
+    def line(name: str, r: dict[str, Any]) -> None:
+        print(f"  {name} [{r['split']}, n={r['n_test']}]: router accuracy exact "
+              f"{r['router_accuracy_exact']:.3f}, equivalent {r['router_accuracy_equivalent']:.3f}"
+              f", within tie {r['router_accuracy_within_tie']:.3f} (goal >= 0.90); answer "
+              f"accuracy router {r['router']['answer_accuracy']:.3f} (wrong "
+              f"{r['router']['wrong']:.3f}, declined {r['router']['declined']:.3f}) vs always-max "
+              f"{r['always_max']['answer_accuracy']:.3f}, oracle "
+              f"{r['oracle_best']['answer_accuracy']:.3f}; tokens "
+              f"-{100 * (r['token_reduction'] or 0):.0f}% (oracle "
+              f"-{100 * (r['oracle_token_reduction'] or 0):.0f}%), CPU s "
+              f"-{100 * (r['cpu_reduction'] or 0):.0f}% vs always-max (goal >= 50%)")
+    for split in ("dev", "heldout"):
+        line(f"initial_policy", pr["initial_policy"][split])
+    line("after_training", pr["after_training"])
     sm = pr["after_training_seeds"]
-    print(f"  after_training over {sm['seeds']} seeds: exact median "
+    print(f"  after_training over {sm['seeds']} seeds [{sm['split']}]: exact median "
           f"{sm['router_accuracy_exact_median']:.3f} (range "
           f"{sm['router_accuracy_exact_range'][0]:.3f}-{sm['router_accuracy_exact_range'][1]:.3f})"
-          f", within tie median {sm['router_accuracy_within_tie_median']:.3f}; CPU s reduction "
-          f"median {100 * sm['cpu_reduction_median']:.0f}%, tokens "
-          f"{100 * sm['token_reduction_median']:.0f}%")
+          f", within tie median {sm['router_accuracy_within_tie_median']:.3f}; tokens "
+          f"-{100 * sm['token_reduction_median']:.0f}%, CPU s -{100 * sm['cpu_reduction_median']:.0f}%")
 
 
 def carry_over(res: dict[str, Any], out: Path, keys: Sequence[str]) -> None:

@@ -5,8 +5,10 @@ whether fewer memory nodes, a shorter budget or answering from memory would
 have done as well for less. The device is idle most of the time, so it can
 afford to find out: for a past query, try a small grid of alternative
 decisions through the real pipeline (``answer_with``), score each answer with
-the judge, compute U = quality - lambda * latency - mu * tokens, and label the
-sample with the best decision. Those labels are what the router trains on.
+the judge, compute the honest utility (``utility.honest_utility``: a correct
+answer > an honest decline > a wrong answer; a memory-mode reply that does not
+answer pays a risk cost) minus latency and token costs, and label the sample
+with the best decision. Those labels are what the router trains on.
 See docs/learning.md for the why and the safety rules.
 
 Pure orchestration over callbacks: no storage here.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from ..router.policy import CONTEXT_CLASSES, LONG, MEMORY, SHORT, Decision, Router
-from .utility import ReplaySample, utility
+from .utility import ReplaySample, answerable, honest_utility, is_decline, outcome_kind
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Outcome:
     text: str
     completion_tokens: int
     latency_s: float
+    finish_reason: str = ""   # "declined" marks an honest decline; "" when not reported
 
 
 AnswerWith = Callable[[str, Decision], Outcome]
@@ -75,6 +78,9 @@ class ExploreResult:
     best_utility: float
     sample: ReplaySample        # labelled with the best decision (unlabelled if stopped)
     stopped: bool = False
+    # Some decision answered correctly (judge >= CORRECT_QUALITY). False: the question is
+    # unanswerable here, and the label is the honest decline or the cheapest attempt.
+    answerable: bool | None = None
 
 
 def candidate_grid(max_candidates: int, logged: Candidate | None = None) -> list[Candidate]:
@@ -123,13 +129,18 @@ def explore_one(sample: ReplaySample, query: str, reference: str | None, router:
         out = answer_with(query, dec)
         latency = out.latency_s if out.latency_s > 0 else time.monotonic() - t0
         q = min(max(float(judge(query, out.text, reference)), 0.0), 1.0)
-        u = utility(q, latency, out.completion_tokens, latency_weight_per_s,
-                    cost_weight_per_token)
+        declined = is_decline(out.text, out.finish_reason)
+        # Memory mode that returned a stored record (nothing generated) answers with the
+        # confidence of a trusted fact: if it does not answer, it pays the risk cost.
+        from_memory = c.mode_class == MEMORY and out.completion_tokens == 0
+        u = honest_utility(q, latency, out.completion_tokens, latency_weight_per_s,
+                           cost_weight_per_token, declined=declined, from_memory=from_memory)
+        cost = latency_weight_per_s * latency + cost_weight_per_token * out.completion_tokens
         outcomes.append({"context_class": c.context_class, "mode_class": c.mode_class,
                          "temperature": c.temperature, "top_p": c.top_p, "quality": q,
                          "latency_s": latency, "completion_tokens": out.completion_tokens,
-                         "utility": u})
-        return c, u, q - u  # q - u is the cost part of the utility
+                         "utility": u, "kind": outcome_kind(q, declined)})
+        return c, u, cost
 
     stopped = False
     for c in candidate_grid(max_candidates, logged):
@@ -152,11 +163,12 @@ def explore_one(sample: ReplaySample, query: str, reference: str | None, router:
     best, best_u = pick_best(scored)
     if stopped:  # a partial grid proves nothing: keep the outcomes, do not label
         return ExploreResult(sample.request_id, outcomes, best, best_u, sample, stopped=True)
+    can = answerable([o["quality"] for o in outcomes], [o["kind"] == "declined" for o in outcomes])
     labelled = replace(sample, target_context=best.context_class, target_mode=best.mode_class,
                        target_temperature=best.temperature, target_top_p=best.top_p,
                        label_source="explored")
     log.info("explored a past query", extra={
         "request_id": sample.request_id, "tried": len(outcomes), "stopped": stopped,
         "best_context_k": CONTEXT_CLASSES[best.context_class], "best_mode": best.mode_class,
-        "best_utility": round(best_u, 4)})
-    return ExploreResult(sample.request_id, outcomes, best, best_u, labelled, stopped)
+        "best_utility": round(best_u, 4), "answerable": can})
+    return ExploreResult(sample.request_id, outcomes, best, best_u, labelled, stopped, can)

@@ -6,6 +6,7 @@ buffer, router file); the scheduler runs it as one cooperative ``Job``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ import numpy as np
 
 from ..config import LearningConfig
 from ..memory.db import Database
-from ..router.policy import Router
+from ..router.policy import MEMORY, Router
 from . import trainer
 from .explore import AnswerWith, Judge, explore_one
-from .replay import ReplayBuffer
+from .replay import ReplayBuffer, ReplaySample
 from .scheduler import Job, JobContext
-from .utility import quality_from_feedback, utility
+from .utility import honest_utility, is_decline, quality_from_feedback
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,14 @@ def record_feedback(replay: ReplayBuffer, request_id: str, rating: int | None,
     q = quality_from_feedback(rating, correction, s.quality)
     if q is None:
         return False
-    u = utility(q, s.latency_s, s.completion_tokens, cfg.utility_latency_per_s,
-                cfg.utility_cost_per_token)
+    u = honest_utility(q, s.latency_s, s.completion_tokens, cfg.utility_latency_per_s,
+                       cfg.utility_cost_per_token, from_memory=_from_memory(s))
     return replay.set_outcome(request_id, q, u)
+
+
+def _from_memory(s: ReplaySample) -> bool:
+    """The logged reply was a stored record returned in memory mode (nothing generated)."""
+    return s.mode_class == MEMORY and s.completion_tokens == 0
 
 
 class RouterLearningJob:
@@ -70,7 +76,8 @@ class RouterLearningJob:
     def __init__(self, router: Router, router_path: Path, replay: ReplayBuffer,
                  cfg: LearningConfig, *, answer_with: AnswerWith | None = None,
                  judge: Judge | None = None, lookup: Lookup | None = None,
-                 max_tokens: int = 256, seed: int | None = None) -> None:
+                 max_tokens: int = 256, seed: int | None = None,
+                 accept_z: float = trainer.TrainConfig.accept_z) -> None:
         self.router = router
         self.router_path = Path(router_path)
         self.replay = replay
@@ -80,6 +87,7 @@ class RouterLearningJob:
         self.lookup = lookup
         self.max_tokens = max_tokens
         self.rng = np.random.default_rng(seed)
+        self.accept_z = float(accept_z)   # the accept gate's z (trainer._no_worse)
 
     def job(self, estimate_mb: float = 16.0) -> Job:
         return Job(JOB_NAME, self, estimate_mb)
@@ -95,8 +103,9 @@ class RouterLearningJob:
             if text is None:
                 continue
             q = min(max(float(self.judge(text.query, text.answer, text.reference)), 0.0), 1.0)
-            u = utility(q, s.latency_s, s.completion_tokens, self.cfg.utility_latency_per_s,
-                        self.cfg.utility_cost_per_token)
+            u = honest_utility(q, s.latency_s, s.completion_tokens,
+                               self.cfg.utility_latency_per_s, self.cfg.utility_cost_per_token,
+                               declined=is_decline(text.answer), from_memory=_from_memory(s))
             self.replay.set_outcome(s.request_id, q, u)
             n += 1
         return n
@@ -141,7 +150,8 @@ class RouterLearningJob:
         samples = self.replay.all()
         train_s, hold_s = trainer.split_holdout(samples, self.cfg.holdout_fraction)
         new_state, rep = trainer.train(self.router.state, self.router.layout, train_s, hold_s,
-                                       trainer.TrainConfig.from_configs(self.router.cfg, self.cfg),
+                                       dataclasses.replace(trainer.TrainConfig.from_configs(
+                                           self.router.cfg, self.cfg), accept_z=self.accept_z),
                                        self.rng, ctx.should_stop)
         if rep.accepted:
             version = self.router.install(new_state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 
@@ -67,6 +68,88 @@ def utility(quality: float, latency_s: float, tokens: int, latency_weight_per_s:
     assert latency_s >= 0 and tokens >= 0, (latency_s, tokens)
     return float(quality) - latency_weight_per_s * float(latency_s) \
         - cost_weight_per_token * float(tokens)
+
+
+# --------------------------------------------------------------------------
+# The honest utility: what the explorer and the benchmarks label decisions by.
+#
+# The plain utility above gives a memory-mode reply 0 tokens and 0 latency, so
+# for a question no decision answers, the "best" decision used to be replying
+# with an unrelated stored fact, at no cost. An assistant that says something
+# confident and unrelated is worse than one that says it does not know, and a
+# label that rewards it teaches the router to do it. So an outcome is first
+# put in one of three classes and valued by class, and only then are the costs
+# taken off:
+#   correct  (quality >= CORRECT_QUALITY): its quality;
+#   declined (an honest "I don't have that"): DECLINE_VALUE, less than any
+#            correct answer and more than any wrong one;
+#   wrong    (anything else): its quality scaled below WRONG_CEILING, so a
+#            decline beats it by more than the explorer's tie margin whatever
+#            it cost; a wrong reply given in memory mode (a stored record that
+#            does not answer the question, said with the confidence of a
+#            trusted fact) also pays MEMORY_RISK_COST.
+# Among wrong answers the order is kept (partial credit still counts), so
+# with no decline on offer the cheapest answer of the right form wins, never
+# the confident unrelated one.
+
+CORRECT_QUALITY = 0.5
+DECLINE_VALUE = 0.3
+WRONG_CEILING = 0.25
+MEMORY_RISK_COST = 0.5
+# The reply the answer path gives when no record supports a personal question
+# (ruvllm_edge/answer/policy.py DECLINE; a test keeps the two in step), and the
+# finish_reason it reports.
+DECLINE_PREFIXES = ("i don't have that in my notes", "i do not have that in my notes")
+DECLINED = "declined"
+OUTCOME_KINDS = ("correct", "declined", "wrong")
+
+
+def is_decline(text: str, finish_reason: str = "") -> bool:
+    """An honest decline: the answer path's finish_reason, or its fixed reply."""
+    if finish_reason == DECLINED:
+        return True
+    t = text.strip().lower().replace("\u2019", "'")
+    return t.startswith(DECLINE_PREFIXES)
+
+
+def outcome_kind(quality: float, declined: bool) -> str:
+    """correct | declined | wrong (see the block comment above)."""
+    if declined:
+        return "declined"
+    return "correct" if quality >= CORRECT_QUALITY else "wrong"
+
+
+def answer_value(quality: float, *, declined: bool, from_memory: bool) -> float:
+    """The worth of an answer before its costs: by class, then by quality within the class."""
+    q = min(max(float(quality), 0.0), 1.0)
+    kind = outcome_kind(q, declined)
+    if kind == "correct":
+        return q
+    if kind == "declined":
+        return DECLINE_VALUE
+    value = q * WRONG_CEILING / CORRECT_QUALITY   # < WRONG_CEILING < DECLINE_VALUE
+    return value - (MEMORY_RISK_COST if from_memory else 0.0)
+
+
+def honest_utility(quality: float, latency_s: float, tokens: int, latency_weight_per_s: float,
+                   cost_weight_per_token: float, *, declined: bool = False,
+                   from_memory: bool = False) -> float:
+    """U = value(class, quality) - lambda * latency - mu * tokens.
+
+    ``from_memory``: the reply was given in memory mode (a stored record
+    returned as the answer). ``declined``: the reply was an honest decline
+    (``is_decline``). Never rewards a wrong answer over a decline.
+    """
+    assert latency_s >= 0 and tokens >= 0, (latency_s, tokens)
+    return answer_value(quality, declined=declined, from_memory=from_memory) \
+        - latency_weight_per_s * float(latency_s) - cost_weight_per_token * float(tokens)
+
+
+def answerable(qualities: Sequence[float], declined: Sequence[bool] | None = None) -> bool:
+    """Some decision answered correctly; otherwise the question is labelled unanswerable
+    (by this device, with this memory and model), whatever the best label says."""
+    dec = list(declined) if declined is not None else [False] * len(qualities)
+    return any(outcome_kind(q, d) == "correct" for q, d in zip(qualities, dec))
 
 
 def quality_from_feedback(rating: int | None, correction: str | None,
