@@ -54,6 +54,7 @@ from ruvllm_edge.answer.prompt import has_framing
 
 DATA = ROOT / "benchmarks" / "data"
 POLICIES = ("grounded", "naive", "no_memory")
+DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
 MAX_TOKENS = 48
 
 
@@ -79,15 +80,17 @@ def contains_any(text: str, options: list[str]) -> bool:
     return any(o.lower() in low for o in options)
 
 
-def config_toml(policy: str) -> str:
+def config_toml(policy: str, model: str) -> str:
     pol = "grounded" if policy == "no_memory" else policy
     return (f'[answer]\npolicy = "{pol}"\n[learning]\nenabled = false\n'
+            f'[inference]\nmodel = "{model}"\n'
             f'[server]\nrate_limit_per_s = 100000.0\nrate_limit_burst = 1000000\n')
 
 
-def run_policy(policy: str, data: dict[str, Any], work: Path, models: Path) -> dict[str, Any]:
+def run_policy(policy: str, data: dict[str, Any], work: Path, models: Path,
+               model: str = DEFAULT_MODEL) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    d = BenchDaemon(work / policy, models, config_toml(policy)).start(until_loaded=False)
+    d = BenchDaemon(work / policy, models, config_toml(policy, model)).start(until_loaded=False)
     use_memory = policy != "no_memory"
     taught: list[dict[str, Any]] = []
     never: list[dict[str, Any]] = []
@@ -169,6 +172,7 @@ def main() -> None:
     ap.add_argument("--split", default="all", help="dev, validation, test, a comma list, or all")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="catalogue name of the LLM")
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench_answers.json"))
     a = ap.parse_args()
     splits = ("test", "validation", "dev") if a.split == "all" else tuple(a.split.split(","))
@@ -180,13 +184,13 @@ def main() -> None:
         "about": "bench_answers: house notes through the real daemon; every figure is keyed "
                  "by split then policy. Splits: dev (policy fitted here), validation (looked at "
                  "once), test (never looked at while developing: the headline).",
-        "max_tokens": MAX_TOKENS, "splits": {}}
+        "max_tokens": MAX_TOKENS, "model": a.model, "splits": {}}
     with tempfile.TemporaryDirectory(prefix="bench-answers-") as tmp:
         for split in splits:
             data = split_data(split)
             results["splits"][split] = {}
             for p in policies:
-                r = run_policy(p, data, Path(tmp) / split, Path(a.models_dir))
+                r = run_policy(p, data, Path(tmp) / split, Path(a.models_dir), a.model)
                 results["splits"][split][p] = r
                 save_results(results, a.out, echo=False)       # a long run keeps what it has
                 print(f"{split:10s} {p:9s} taught {r['taught_correct']} never_declined "

@@ -47,14 +47,14 @@ def test_add_items_defaults_and_errors(store: MemoryStore) -> None:
     assert first["kind"] == "document" and first["metadata"] == {"conv": "c1", "speaker": "a"}
     assert second["kind"] == "fact" and second["metadata"] == {"conv": "c1", "speaker": "b", "parts": 2}
     assert any(e["kind"] == "follows" and e["dst"] == res["ids"][1][1] for e in first["edges"])
-    for args, field in [({}, "memory.add.text"),
-                        ({"text": "a", "items": [{"text": "b"}]}, "memory.add.text"),
-                        ({"text": "a", "link": True}, "memory.add.link"),
-                        ({"items": ["plain string"]}, "memory.add.items[0]"),
+    for args, field in [({}, "args.text"),
+                        ({"text": "a", "items": [{"text": "b"}]}, "args.text"),
+                        ({"text": "a", "link": True}, "args.link"),
+                        ({"items": ["plain string"]}, "args.items[0]"),
                         ({"items": [{"text": "ok"}, {"txt": "typo"}]}, None),
-                        ({"items": [{"text": "ok", "kind": "qa_pair"}]}, "memory.add.items[0].kind"),
-                        ({"items": []}, "memory.add.items"),
-                        ({"items": [{"text": "x"}] * 513}, "memory.add.items")]:
+                        ({"items": [{"text": "ok", "kind": "qa_pair"}]}, "args.items[0].kind"),
+                        ({"items": []}, "args.items"),
+                        ({"items": [{"text": "x"}] * 513}, "args.items")]:
         with pytest.raises(BadRequest) as err:
             run(store, "memory.add", **args)
         if field:
@@ -96,8 +96,8 @@ def test_search_passes_kind_and_metadata_filters() -> None:
     run(rec, "memory.search", query="q", kind=["fact", "document"])
     assert rec.calls == [(("q", 10), {}), (("q", 3), {"kinds": ["fact"], "metadata": {"conv": "c1"}}),
                          (("q", 10), {"kinds": ["fact", "document"]})]
-    for kind, field in [("poem", "memory.search.kind"), (["fact", "poem"], "memory.search.kind[1]"),
-                        ([], "memory.search.kind"), (3, "memory.search.kind")]:
+    for kind, field in [("poem", "args.kind"), (["fact", "poem"], "args.kind[1]"),
+                        ([], "args.kind"), (3, "args.kind")]:
         with pytest.raises(BadRequest) as err:
             run(rec, "memory.search", query="q", kind=kind)
         assert err.value.details.get("field") == field, kind

@@ -114,7 +114,7 @@ def test_notes_are_split_updated_with_history_batched_and_deleted_whole(daemon) 
     assert set(zip(ids, ids[1:])) <= _edges(exported, "follows")
     with pytest.raises(ClientError) as err:
         c.call("memory.add", items=[{"text": "fine"}, {"text": ""}])
-    assert err.value.code == "bad_request" and err.value.details.get("field") == "memory.add.items[1].text"
+    assert err.value.code == "bad_request" and err.value.details.get("field") == "args.items[1].text"
 
     # deleting the parent removes every child and their history
     assert c.memory_delete(parent)["deleted"] is True

@@ -42,11 +42,11 @@ def batch_items(a: dict[str, Any]) -> list[dict[str, Any]]:
     """memory.add ``items`` checked one by one; top-level kind/metadata are each item's defaults."""
     out = []
     for i, raw in enumerate(a["items"]):
-        path = f"memory.add.items[{i}]"
+        path = f"args.items[{i}]"
         if not isinstance(raw, dict):
             got = WIRE_TYPES.get(type(raw), type(raw).__name__)
             raise BadRequest(f"{path}: expected map, got {got}", field=path)
-        it = check_args(path, raw, ITEM_ARGS)
+        it = check_args("memory.add", raw, ITEM_ARGS, path=path)
         out.append({"text": it["text"], "kind": it.get("kind") or a.get("kind", "document"),
                     "metadata": {**(a.get("metadata") or {}), **(it.get("metadata") or {})}})
     return out
@@ -55,13 +55,13 @@ def batch_items(a: dict[str, Any]) -> list[dict[str, Any]]:
 def add(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
     has_text, has_items = "text" in a, "items" in a
     if has_text == has_items:
-        raise BadRequest("memory.add: give exactly one of text or items", field="memory.add.text")
+        raise BadRequest("memory.add: give exactly one of text or items", field="args.text")
     store = store_of(ctx)
     if has_items:
         ids = store.add_many(batch_items(a), link=a.get("link", False))
         return {"ids": ids, "items": len(ids), "nodes": sum(map(len, ids))}
     if a.get("link"):
-        raise BadRequest("memory.add: link applies to items only", field="memory.add.link")
+        raise BadRequest("memory.add: link applies to items only", field="args.link")
     ids = store.add(a["text"], kind=a.get("kind", "document"), metadata=a.get("metadata"))
     parent = ids[0] if len(ids) > 1 else None
     return {"ids": ids, "chunks": len(ids) - (parent is not None), "parent_id": parent}
@@ -86,11 +86,11 @@ def search_filters(a: dict[str, Any]) -> dict[str, Any]:
         kinds = [kind] if isinstance(kind, str) else list(kind)
         for i, k in enumerate(kinds):
             if not isinstance(k, str) or k not in NODE_KINDS:
-                path = "memory.search.kind" if isinstance(kind, str) else f"memory.search.kind[{i}]"
+                path = "args.kind" if isinstance(kind, str) else f"args.kind[{i}]"
                 raise BadRequest(f"{path}: {k!r} is not one of {', '.join(NODE_KINDS)}", field=path)
         if not kinds:
-            raise BadRequest("memory.search.kind: an empty array matches nothing",
-                             field="memory.search.kind")
+            raise BadRequest("args.kind: an empty array matches nothing",
+                             field="args.kind")
         out["kinds"] = kinds
     if a.get("metadata"):
         out["metadata"] = dict(a["metadata"])
