@@ -29,8 +29,10 @@ also answered with the graph-attention ranking reset to its initial weights
 
 Every figure is on the held-out questions (split "locomo-dev held-out
 questions"); the curve's 0-event point is the baseline measured in the same
-run. ``--quick`` shrinks everything to run in under ~10 minutes on a shared
-2-core machine and says so in the JSON.
+run. ``--quick`` is the smallest run (1 conversation, 20 feedback events, 8
+answered / 30 searched held-out questions) and says so in the JSON; it was
+meant to take ~10 minutes, and took 39 on this shared 2-core machine under
+load (7-80 s per query).
 
 Usage: python benchmarks/bench_learning.py [--quick] [--variants full,memory_only]
 """
@@ -290,7 +292,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="1 conversation, 8 answered / 30 searched held-out questions, "
-                         "checkpoints 0,10,20 (about 10 minutes on a loaded 2-core machine)")
+                         "checkpoints 0,10,20 (the smallest run; 39 min on a loaded 2-core machine)")
     ap.add_argument("--conversations", type=int, default=5)
     ap.add_argument("--eval-per-conv", type=int, default=12)
     ap.add_argument("--eval-generate", type=int, default=60,

@@ -141,3 +141,27 @@ def test_feedback_updates_quality_and_utility(tmp_path: Path) -> None:
         assert not Jb.record_feedback(replay, "unknown", 5, None, CFG)
     finally:
         db.close()
+
+
+def test_a_wrong_reply_from_memory_is_worth_less_than_a_wrong_generated_one(
+        tmp_path: Path) -> None:
+    """Feedback uses the honest utility: a memory-mode reply (nothing generated) rated 1
+    pays the risk cost; the plain utility ranked it above the generated one (no cost)."""
+    from ruvllm_edge.learning.utility import MEMORY_RISK_COST
+    from ruvllm_edge.router.policy import MEMORY, SHORT
+    db = Database(tmp_path / "memory.db")
+    try:
+        replay = ReplayBuffer(db, 10)
+        x = build_features(FeatureInputs(query="q", query_tokens=1, query_vec=_vec(2)))
+        replay.add(ReplaySample("mem", x, 1, MEMORY, 0.3, 0.9, latency_s=0.0,
+                                completion_tokens=0))
+        replay.add(ReplaySample("gen", x, 1, SHORT, 0.3, 0.9, latency_s=0.5,
+                                completion_tokens=20))
+        for rid in ("mem", "gen"):
+            assert Jb.record_feedback(replay, rid, 1, None, CFG)
+        mem, gen = replay.get("mem"), replay.get("gen")
+        assert mem is not None and gen is not None
+        assert mem.utility == pytest.approx(-MEMORY_RISK_COST)
+        assert mem.utility < gen.utility < 0.0
+    finally:
+        db.close()
