@@ -263,7 +263,7 @@ class Pipeline:
         recs = [compose.record_of(c) for c in used]
         ans = self._generate(query, system_base, history, recs, decision, on_token, should_stop,
                              plan="naive")
-        return dataclasses.replace(ans, sources=used, grounded=True)
+        return dataclasses.replace(ans, sources=used)
 
     # ------------------------------------------------------------------ query
 
@@ -381,7 +381,7 @@ class Pipeline:
                 self.memory.record_interaction(Interaction(
                     request_id=request_id, session_id=sid, query=query, answer=ans.text,
                     query_vec=qvec, used_node_ids=[c.id for c in ans.sources], quality=quality,
-                    grounded=ans.grounded))
+                    grounded=ans.grounded, naive=ans.plan == "naive"))
             if self.replay is not None and x is not None:
                 self.replay.add(ReplaySample(
                     request_id=request_id, features=x, context_class=decision.context_class,

@@ -205,3 +205,17 @@ def test_retrieval_while_writeback_runs(db: Database, emb: Embedder) -> None:
         store.close()
     assert errors == []
     assert db.read("SELECT count(*) FROM nodes").fetchone()[0] == 30
+
+
+def test_the_naive_baseline_writes_unverified_answers_unmarked(db: Database, emb: Embedder) -> None:
+    import dataclasses
+    store = make(db, emb)
+    try:
+        it = dataclasses.replace(inter("n1", "What is our vet's phone?", "It is 123-456-7890.", 0.9,
+                                       grounded=False), naive=True)
+        store.record_interaction(it)
+        store.flush()
+        rows = db.read("SELECT kind, metadata FROM nodes").fetchall()
+        assert rows == [("qa_pair", "{}")]          # written (the old behaviour), never marked grounded
+    finally:
+        store.close()

@@ -114,6 +114,9 @@ class Interaction:
     # Only an answer grounded in a user-given record becomes a retrievable
     # qa_pair; an ungrounded one stays in the request log (docs/answers.md).
     grounded: bool = False
+    # answer.policy = "naive" (the benchmarks' baseline) writes every answer,
+    # unmarked, as the daemon did before the grounded policy.
+    naive: bool = False
 
 
 # ---------------------------------------------------------------------------

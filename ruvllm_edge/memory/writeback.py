@@ -212,7 +212,8 @@ class BatchWriter:
     def write(self, items: Sequence[Interaction]) -> None:
         """One batch in one transaction (see the module docstring for what is written)."""
         cfg = self.cfg
-        gated = [it for it in items if it.grounded and it.quality >= cfg.writeback_quality_threshold]
+        gated = [it for it in items if (it.grounded or it.naive)
+                 and it.quality >= cfg.writeback_quality_threshold]
         self.count("qa_gated", len(items) - len(gated))
         vecs = self.embedder.embed_batch([qa_text(it.query, it.answer) for it in gated]) if gated \
             else np.zeros((0, DIM), np.float32)
@@ -235,7 +236,7 @@ class BatchWriter:
                 nid = merge_qa(conn, dup, it, text, v, now) if dup is not None else None
                 if nid is None:
                     nid = insert_node(conn, kind="qa_pair", source="model", text=text,
-                                      metadata={"grounded": True}, vec=v,
+                                      metadata={"grounded": True} if it.grounded else {}, vec=v,
                                       now=now, quality=it.quality, trust=default_trust("qa_pair", "model"),
                                       session_id=it.session_id, request_id=it.request_id)
                     fresh.append((nid, v))
