@@ -44,6 +44,17 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", clean).strip()
 
 
+def quote_lines(text: str) -> str:
+    """Quote every line ("> ") and break chat-template markers like <|im_start|>.
+
+    For prompts that show stored text to a model as data (compression's
+    summaries), where keeping the lines matters.
+    """
+    clean = "".join(ch for ch in text if ch in "\n\t" or ch >= " ")
+    clean = clean.replace("<|", "<\u200b|").replace("|>", "|\u200b>")
+    return "\n".join("> " + line for line in clean.splitlines() or [""])
+
+
 def render_note(n: Note) -> str:
     body = _one_line(n.text)
     return f"- ({_one_line(n.date)}) {body}" if n.date else f"- {body}"

@@ -60,7 +60,7 @@ import numpy as np
 
 from ..config import MemoryConfig
 from ..errors import ConfigError, ModelUnavailable, TooLarge
-from .context import _defuse as quote_lines
+from ..answer.prompt import quote_lines
 from .graph import SECONDS_PER_DAY
 from .types import CLUSTER_EDGE_KINDS, COMPRESSIBLE_KINDS, CandidateSet, ConceptWrite, EdgeRow, MembersChanged
 
