@@ -185,13 +185,14 @@ class Pipeline:
         cands = list(retrieval.candidates) if retrieval else []
         if self.cfg.answer.policy == "naive":
             return self._naive(query, system_base, history, cands, decision, on_token, should_stop)
-        said = compose.statements(history)
-        if retrieval is None and not said:
+        if retrieval is None:
+            # Memory off (use_memory: false, or no memory component): the plain
+            # model with the session's history, nothing planned or quoted.
             return self._generate(query, system_base, history, [], decision, on_token, should_stop,
                                   plan="general")
+        said = compose.statements(history)
         records = [compose.record_of(c) for c in cands]
-        vocab = support.Vocabulary(dict(retrieval.df) if retrieval else {},
-                                   retrieval.n_docs if retrieval else 0)
+        vocab = support.Vocabulary(dict(retrieval.df), retrieval.n_docs)
         session = self._session_records(query, said)
         acfg = self.cfg.answer
         plan = policy.plan(query, records, vocab, session,

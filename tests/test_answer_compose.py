@@ -47,3 +47,8 @@ def test_quote_or_generate_and_grounding() -> None:
     assert ok and text == "The password is tulip-42."      # echoed framing removed
     text, ok = compose.accept_generated("The password is 123-456.", recs, "What is the wifi password?")
     assert not ok and text == "The password is 123-456."
+
+
+def test_requests_are_not_statements() -> None:
+    hist = [("user", "Name one colour."), ("user", "Tell me a story"), ("user", "He's 9 and plays cello.")]
+    assert compose.statements(hist) == ["He's 9 and plays cello."]

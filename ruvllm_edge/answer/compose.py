@@ -18,9 +18,12 @@ from typing import Any, Mapping, Sequence
 from .perspective import to_second_person
 from .policy import USER_SOURCES, Plan, Record
 from .prompt import Note, strip_framing
+from .text import tokens
 from .verify import check
 
-QUOTE_SEPARATOR = " "
+# First words of a request ("Name one colour.", "Tell me a story."), not a statement.
+REQUESTS = frozenset("""name tell give write list explain say translate summarise summarize describe
+please show count calculate make help suggest find compare define repeat continue answer""".split())
 
 
 def record_of(c: Any) -> Record:
@@ -33,11 +36,18 @@ def record_of(c: Any) -> Record:
 
 
 def statements(history: Sequence[tuple[str, str]]) -> list[str]:
-    """What the user told the daemon earlier in a session (their turns that are not questions)."""
+    """What the user told the daemon about themselves earlier in a session.
+
+    Their turns that are not questions and not requests: "My name is
+    Zorblax.", "He's just started the cello." A request such as "Name one
+    colour." states nothing about them.
+    """
     out = []
     for role, text in history:
         t = text.strip()
-        if role == "user" and t and not t.endswith("?"):
+        words = tokens(t)
+        if (role == "user" and t and not t.endswith("?") and words
+                and words[0] not in REQUESTS):
             out.append(t)
     return out
 

@@ -266,20 +266,26 @@ class Retriever:
         return rows
 
     def contexts(self, rows: Mapping[int, tuple]) -> dict[int, str]:
-        """id -> the first line of the note a line was split from (its title)."""
+        """id -> text a record inherits: the first line of the note a line was
+        split from (its title), or the question a correction answered."""
         parents: dict[int, int] = {}
+        out: dict[int, str] = {}
         for nid, r in rows.items():
-            pid = json.loads(r[3]).get("parent_id")
+            md = json.loads(r[3])
+            pid = md.get("parent_id")
             if isinstance(pid, int):
                 parents[nid] = pid
+            elif r[1] == "feedback" and isinstance(md.get("question"), str):
+                out[nid] = md["question"][:200]
         if not parents:
-            return {}
+            return out
         first: dict[int, str] = {}
         for part in chunks(list(set(parents.values()))):
             for pid, text in self.db.read(f"SELECT id, text FROM nodes WHERE id IN ({marks(len(part))})",
                                           part):
                 first[pid] = text.strip().splitlines()[0][:200] if text.strip() else ""
-        return {nid: first.get(pid, "") for nid, pid in parents.items()}
+        out.update({nid: first.get(pid, "") for nid, pid in parents.items()})
+        return out
 
     def gather(self, qvec: np.ndarray, k: int, force_ids: Sequence[int] = (), *, query: str = "",
                filters: Filters = NO_FILTERS) -> Gathered:

@@ -62,9 +62,10 @@ def bd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 def test_backup_during_a_write_burst_restores_one_consistent_snapshot(
         bd: DaemonProcess, tmp_path: Path) -> None:
     c = bd.client()
-    for i in range(10):
-        c.memory_add(f"Backup test document {i}: the blue ferry sails at {8 + i}:15.")
-    sid = c.new_session()   # answers written back with follows/answered_by edges
+    for i in range(10):     # notes of three lines: contains/follows edges to back up
+        c.memory_add(f"Backup test document {i}\nThe blue ferry sails at {8 + i}:15.\n"
+                     f"It leaves from pier {i}.")
+    sid = c.new_session()
     request_ids = [c.query(f"When does the blue ferry sail, trip {i}?", sid, max_tokens=8)
                    ["request_id"] for i in range(3)]
     c.feedback(request_ids[0], rating=5)          # drains the writeback queue

@@ -55,9 +55,13 @@ def other_group() -> str | None:
 
 
 GROUP = other_group()
+# The naive answer policy writes every answer back (the grounded one writes
+# only answers grounded in the user's records): the SIGTERM test needs one
+# queued write to see the drain flush it.
 LIFE = {**FAST, "server": {**FAST["server"], "socket_group": GROUP or ""},
         "memory": {"writeback_flush_ms": 600_000, "writeback_batch": 10_000,
-                   "writeback_quality_threshold": 0.0}}
+                   "writeback_quality_threshold": 0.0},
+        "answer": {"policy": "naive"}}
 
 
 class NotifyListener:
