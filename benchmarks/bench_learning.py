@@ -64,10 +64,12 @@ RANKING_KEY = "ranking_params"   # memory_meta key of the learned ranking (memor
 
 
 def config_toml(threads: int, explore_per_run: int, explore_max_candidates: int) -> str:
-    """The daemon's defaults, except: the model stays loaded, learning runs only when the
-    benchmark sends ``learn`` (never on its own idle timer), and exploration is bounded so
-    a learn run takes seconds, not minutes, on this machine."""
-    return ("[inference]\nkeep_alive_s = -1\n"
+    """The daemon's defaults, except: no per-client rate limit (one client adds hundreds of
+    turns in a burst), the model stays loaded, learning runs only when the benchmark sends
+    ``learn`` (never on its own idle timer), and exploration is bounded so a learn run
+    takes seconds, not minutes, on this machine."""
+    return ("[server]\nrate_limit_per_s = 10000.0\nrate_limit_burst = 10000\n"
+            "[inference]\nkeep_alive_s = -1\n"
             f"n_threads = {threads}\n"
             "[learning]\nidle_after_s = 86400.0\n"
             f"explore_per_run = {explore_per_run}\n"
