@@ -274,7 +274,8 @@ class AnswerConfig:
     # naive: the records in the prompt and whatever the model says (the
     #   baseline the benchmarks compare against; it invents and learns it).
     policy: str = _f("grounded", choices=("grounded", "naive"))
-    # Support floors fitted on the development notes (benchmarks/bench_answers.py --fit).
+    # Support floors fitted on the development notes and rechecked by a grid on
+    # dev + validation notes (the best pair; docs/answers.md), never on test.
     min_cosine: float = _f(0.40, 0.0, 1.0)
     min_cover: float = _f(0.20, 0.0, 1.0)
     # Records at most this long are quoted as the answer instead of generating

@@ -90,3 +90,12 @@ def node(store: MemoryStore, nid: int) -> dict[str, Any]:
 
 def concepts(db: Database) -> list[tuple[int, str]]:
     return [(int(i), t) for i, t in db.read("SELECT id, text FROM nodes WHERE kind = 'concept' ORDER BY id")]
+
+
+# A house note as a person writes it (splitting and the daemon's memory tests).
+COTTAGE = """Cottage notes for house-sitters
+The key safe by the porch opens with 2093.
+The wood burner needs the damper fully open before lighting.
+Fresh eggs come from Mrs. Aldous at the farm, 3.50 a dozen.
+The bins go out on Wednesday night. Glass goes in the green box.
+If the power trips, the fuse board is under the stairs."""

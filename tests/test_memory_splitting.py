@@ -7,6 +7,7 @@ import re
 import pytest
 
 from ruvllm_edge.memory.splitting import split_sentences, split_units
+from memkit import COTTAGE
 
 
 def words(text: str) -> list[tuple[int, int]]:
@@ -68,12 +69,6 @@ def test_real_tokenizer_limits_hold(emb) -> None:
     assert len(units) > 3 and all(emb.count_tokens(u) <= 32 for u in units)
 
 
-COTTAGE = """Cottage notes for house-sitters
-The key safe by the porch opens with 2093.
-The wood burner needs the damper fully open before lighting.
-Fresh eggs come from Mrs. Aldous at the farm, 3.50 a dozen.
-The bins go out on Wednesday night. Glass goes in the green box.
-If the power trips, the fuse board is under the stairs."""
 QUESTIONS = {"What is the code for the key safe?": 1, "What do I do before lighting the wood burner?": 2,
              "Where do we get eggs?": 3, "When do the bins go out?": 4, "Where does glass go?": 5,
              "Where is the fuse board?": 6}

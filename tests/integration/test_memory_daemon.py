@@ -12,6 +12,7 @@ import pytest
 
 from ruvllm_edge.errors import ClientError
 from ruvllm_edge.memory.db import connect
+from memkit import COTTAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,12 +59,6 @@ def test_added_document_answers_a_question_only_it_answers(daemon) -> None:
     assert node["kind"] == "document" and "tangerine-42" in node["text"]
 
 
-COTTAGE = """Cottage notes for house-sitters
-The key safe by the porch opens with 2093.
-The wood burner needs the damper fully open before lighting.
-Fresh eggs come from Mrs. Aldous at the farm, 3.50 a dozen.
-The bins go out on Wednesday night. Glass goes in the green box.
-If the power trips, the fuse board is under the stairs."""
 
 
 def _edges(nodes: dict[int, dict], kind: str) -> set[tuple[int, int]]:
