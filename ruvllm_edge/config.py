@@ -130,8 +130,8 @@ class MemoryConfig:
     # Floor on the calibrated relevance (ranking.FITTED): low, because the
     # answer policy, not this floor, decides whether a record answers.
     min_relevance: float = _f(0.01, 0.0, 1.0)
-    # A record whose relevance is below this fraction of the best one stays out
-    # of the prompt: a small model mixes up near-miss records with the answer.
+    # Ignored since the answer policy ([answer], docs/answers.md) chooses the
+    # records; kept so that existing config files still load.
     relative_relevance: float = _f(0.5, 0.0, 1.0)
     # Direct hits more than this much less similar than the best one also stay
     # out (relevance saturates for many near-identical facts; similarity does not).
