@@ -278,8 +278,8 @@ def plot(res: dict[str, Any], path: Path) -> bool:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.suptitle(f"ruvllm-edge learning curve, LoCoMo dev held-out questions "
-                 f"({'quick mode' if res['quick'] else 'full'}; F1 on {res['eval_generate']}, "
-                 f"recall on {res['n_heldout']})",
+                 f"({'quick mode; ' if res['quick'] else ''}{res['conversations']} "
+                 f"conversation(s); F1 on {res['eval_generate']}, recall on {res['n_heldout']})",
                  fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -332,9 +332,11 @@ def main() -> int:
         "split": {"heldout": "questions with crc32(question) % 4 == 0, at most "
                              f"{args.eval_per_conv} per conversation; never fed, never corrected",
                   "feed": "the other questions of the same conversations, seeded order"},
-        "quick": args.quick, "seed": args.seed, "n_heldout": len(held), "n_feed": len(feed),
+        "quick": args.quick, "conversations": len(samples), "seed": args.seed, "n_heldout": len(held), "n_feed": len(feed),
         "checkpoints": args.checkpoints, "learn_every": args.learn_every,
-        "max_tokens": args.max_tokens, "eval_generate": args.eval_generate,
+        "max_tokens": args.max_tokens, "eval_generate": min(args.eval_generate, len(held)),
+        "explore_per_run": args.explore_per_run,
+        "explore_max_candidates": args.explore_max_candidates,
         "daemon_config": toml,
         "feedback_model": f"rating = 1 + round(4 * token F1); correction = gold answer when "
                           f"F1 < {POOR_F1}",
