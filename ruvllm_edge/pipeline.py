@@ -402,7 +402,7 @@ class Pipeline:
         retrieval = self._retrieve(query, qvec, True)
         ans = self._answer(query, self.cfg.inference.system_prompt, [], retrieval, decision,
                            on_token=None, should_stop=should_stop or (lambda: None))
-        return Outcome(ans.text, ans.completion_tokens, time.monotonic() - t)
+        return Outcome(ans.text, ans.completion_tokens, time.monotonic() - t, ans.finish_reason)
 
     # ------------------------------------------------------------------ log & feedback
 
