@@ -142,7 +142,11 @@ class RankingParams:
 # Every head starts identical, so before any feedback the relevance of a
 # candidate is exactly sigmoid(z - sink): a calibrated probability that does
 # not depend on which other candidates were retrieved (``min_relevance`` means
-# the same for every query). Feedback then moves the heads apart.
+# the same for every query). Identical heads get identical gradients, so
+# feedback keeps them identical: in effect one head, trained listwise. Trust
+# is not in the fitted model (weight 0): provenance is a rule instead
+# (retrieval.provenance_cap), because a fit would learn it from too few model
+# answers to be trusted.
 # MiniLM cosines: paraphrases ~0.75-0.9, same topic ~0.4-0.55, unrelated < 0.2.
 FITTED = {"bias": -6.6296, "cosine": 1.6956, "lexical": 0.0, "cover": 5.0869, "trust": 0.0,
           "hop": 0.8478, "prop_sim": 1.6956}
@@ -150,7 +154,7 @@ FITTED_ON = "dev: notes-dev + LoCoMo conv-26/conv-30 (fit_ranking.py, 2026-12-03
 
 
 def initial_params(heads: int = 4) -> RankingParams:
-    """Parameters that rank by similarity, shared words and trust before any feedback."""
+    """Parameters that rank by similarity and shared words before any feedback."""
     beta = np.full(heads, FITTED["cosine"])
     U = np.zeros((heads, N_FEATURES))
     for name in ("lexical", "cover", "trust", "hop", "prop_sim"):
