@@ -28,10 +28,9 @@ dozen ratings. Training is a listwise cross-entropy step on the mixed
 attention, pulled back towards the initial parameters by an L2 term so a burst
 of odd feedback cannot wreck ranking.
 
-Initial parameters rank by similarity and trust: every head gives a model
-answer (qa_pair, trust 0.4) a relevance of 0.5 at cosine 0.5, and a user
-correction (trust 1.0) the same relevance ~0.08-0.15 cosine earlier
-(depending on the head).
+Initial parameters (``FITTED`` below) rank by similarity and by the share of
+the question's rare words a record holds, fitted on the development split;
+every head starts the same, so relevance is one calibrated logistic score.
 """
 
 from __future__ import annotations
