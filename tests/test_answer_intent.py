@@ -39,3 +39,11 @@ def test_general_form_needs_no_name_or_possessive() -> None:
     assert is_general_form("What is a VPN?")
     assert not is_general_form("What is Bluebird?")
     assert not is_general_form("What's Chloe's email?")
+
+
+def test_the_me_of_a_request_is_not_a_personal_thing() -> None:
+    from ruvllm_edge.answer import intent
+    unknown = lambda t: False  # noqa: E731 - an empty memory
+    assert not intent.is_personal("Tell me about trees.", unknown)
+    assert not intent.is_personal("Can you tell me a story?", unknown)
+    assert intent.is_personal("Tell me my wifi password", unknown)

@@ -76,7 +76,9 @@ describe("ruvllm-edge client", { skip: !endpoint && "set RUVLLM_EDGE_ENDPOINT" }
   });
 
   test("cancel of a queued request, by envelope id, ends it with cancelled", async () => {
-    const running = c.stream("Tell me about trees.", { constraints: SHORT });
+    // Long enough to still hold the one generation slot while the second is queued
+    // and cancelled (12 tokens can finish in ~0.1 s on an idle CPU).
+    const running = c.stream("Tell me about trees.", { constraints: { max_tokens: 200, temperature: 0 } });
     const it = running[Symbol.asyncIterator]();
     await it.next();                                     // the one generation slot is taken
     const queued = c.stream("Tell me about rivers.", { constraints: SHORT });

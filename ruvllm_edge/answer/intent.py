@@ -61,8 +61,16 @@ _EVENT = re.compile(r"^\s*(who|when|where)\s+(\w+ed|did|was|were|had|took|put|le
                     r"sent|gave|fixed|made|came)\b", re.IGNORECASE)
 
 
+# "Tell me about trees", "Can you give me a recipe": the "me" of a request is
+# the asker, not a thing of theirs. Only the request's own "me" is dropped;
+# "Tell me my wifi password" keeps its "my".
+_REQUEST_ME = re.compile(r"^\s*(?:please\s+|(?:can|could|would|will)\s+you\s+)?"
+                         r"(?:tell|give|show|teach|explain to|write|find|remind)\s+me\b",
+                         re.IGNORECASE)
+
+
 def first_person(question: str) -> bool:
-    toks = tokens(question)
+    toks = tokens(_REQUEST_ME.sub(" ", question, count=1))
     if any(t in FIRST_PERSON_SINGULAR for t in toks):
         return True
     for i, t in enumerate(toks):
