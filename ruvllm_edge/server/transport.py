@@ -58,8 +58,10 @@ class TokenBucket:
         """Spend one token: 0.0 when allowed, else the seconds until this one's slot."""
         tokens, last, promised = self._state.get(key, (float(self.burst), now, 0.0))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._state[key] = (tokens - 1.0, now, promised)
+        # A client that comes back exactly at its slot finds 1 token up to float
+        # rounding (0.9999999...): count that as one, or it is sent to the back.
+        if tokens >= 1.0 - 1e-6:
+            self._state[key] = (max(tokens - 1.0, 0.0), now, promised)
             return 0.0
         first_free = now + (1.0 - tokens) / self.rate
         slot = max(first_free, promised + 1.0 / self.rate)
