@@ -29,6 +29,7 @@ previous weights. Usage: python benchmarks/fit_ranking.py [--locomo PATH]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -103,7 +104,6 @@ def group_score(kind: str, s: np.ndarray, y: np.ndarray, units: list[Any]) -> fl
 
 def grid_direction(groups: list[tuple[str, np.ndarray, np.ndarray, list[Any]]]) -> tuple[np.ndarray, float]:
     """The grid weights with the best mean of the LoCoMo and the notes objectives."""
-    import itertools
     best = (-1.0, np.zeros(len(NAMES)))
     for combo in itertools.product(*GRID.values()):
         w = dict(zip(GRID, combo))
@@ -204,13 +204,8 @@ def main() -> None:
                                   "previous": dict(ranking.FITTED), "counts": counts}
         if loc_items:
             before = recall_at(store, emb, loc_items, K)
-            old = dict(ranking.FITTED)
-            ranking.FITTED.update({k: v for k, v in fitted.items() if k != "cosine"})
-            ranking.FITTED["cosine"] = fitted["cosine"]
-            store._feedback.ranking.params = ranking.initial_params(cfg.attention_heads)
+            store._feedback.ranking.params = ranking.initial_params(cfg.attention_heads, fitted)
             after = recall_at(store, emb, loc_items, K)
-            ranking.FITTED.clear()
-            ranking.FITTED.update(old)
             result["locomo_fit_recall_at_10"] = {"previous": round(before, 4), "fitted": round(after, 4)}
             store.close()
             db.close()

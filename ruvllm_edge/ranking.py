@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numba import njit
@@ -152,13 +152,16 @@ FITTED = {"bias": -6.6296, "cosine": 1.6956, "lexical": 0.0, "cover": 5.0869, "t
 FITTED_ON = "dev: notes-dev + LoCoMo conv-26/conv-30 (fit_ranking.py, 2026-12-03)"
 
 
-def initial_params(heads: int = 4) -> RankingParams:
-    """Parameters that rank by similarity and shared words before any feedback."""
-    beta = np.full(heads, FITTED["cosine"])
+def initial_params(heads: int = 4, fitted: Mapping[str, float] = FITTED) -> RankingParams:
+    """Parameters that rank by similarity and shared words before any feedback.
+
+    ``fitted`` is ``FITTED`` unless a fit (benchmarks/fit_ranking.py) compares others.
+    """
+    beta = np.full(heads, fitted["cosine"])
     U = np.zeros((heads, N_FEATURES))
     for name in ("lexical", "cover", "trust", "hop", "prop_sim"):
-        U[:, _F[name]] = FITTED[name]
-    sink = np.full(heads, -FITTED["bias"])
+        U[:, _F[name]] = fitted[name]
+    sink = np.full(heads, -fitted["bias"])
     return RankingParams(beta, U, sink, np.zeros(heads), meta={"fitted_on": FITTED_ON})
 
 

@@ -106,11 +106,15 @@ class Filters:
 NO_FILTERS = Filters()
 
 
+def fts_word(token: str) -> str:
+    """A token made safe to quote in an FTS5 MATCH expression ("" when nothing is left)."""
+    return re.sub(r'["*^:()]', "", token)
+
+
 def fts_query(question: str) -> str | None:
     """An FTS5 MATCH expression: any of the question's content words, each quoted."""
     words = [t for t in dict.fromkeys(tokens(question)) if t not in STOP and len(t) > 1]
-    words = [re.sub(r'["*^:()]', "", w) for w in words]
-    words = [w for w in words if w]
+    words = [w for w in map(fts_word, words) if w]
     return " OR ".join(f'"{w}"' for w in words[:32]) or None
 
 
@@ -180,7 +184,7 @@ class Retriever:
         skip = set(exclude)
         kc = (coarse or max(k, k * self.cfg.coarse_factor)) + len(skip)
         if filters != NO_FILTERS:
-            kc = max(kc, 4 * kc)          # filters drop part of the coarse pool
+            kc *= 4                       # filters drop part of the coarse pool
         coarse_ids, _ = self.sync.index.search(quantize(qvec)[0], kc)
         coarse = [int(i) for i in coarse_ids if int(i) not in skip]
         if not coarse:
@@ -226,7 +230,7 @@ class Retriever:
             s = stem(t)
             if s not in wanted or s in df:
                 continue
-            w = re.sub(r'["*^:()]', "", t)
+            w = fts_word(t)
             if not w:
                 continue
             try:
