@@ -11,8 +11,8 @@ in the JSON's ``setup.config_overrides``. What it measures:
    warmed the cache); the status the health reply gave;
 2. at each memory size (0 / 10K / 100K nodes, 1M with --full; the data dir is
    filled before start through the store's own write path with synthetic
-   clustered unit vectors and texts drawn from a small vocabulary, so FTS5
-   has work to do too):
+   clustered unit vectors, and texts drawn from the word frequencies of
+   CPython's pydoc sentences, so FTS5 matches as in a memory of real text):
    - daemon RSS (psutil, plus RssAnon/RssFile/RssShmem from /proc/PID/status):
      just after start, idle after the searches and memory answers with the
      model unloaded, and after one generated query loaded the model;
@@ -35,6 +35,7 @@ Usage:
   python benchmarks/bench_e2e.py --quick    # sizes 0/10K, 2 starts each, no cold start (< 3 min)
   python benchmarks/bench_e2e.py            # sizes 0/10K/100K (< 20 min)
   python benchmarks/bench_e2e.py --full     # also 1M nodes
+  python benchmarks/bench_e2e.py --table benchmarks/results/e2e.json   # README table, runs nothing
 Writes benchmarks/results/e2e.json (e2e.quick.json with --quick) and a PNG
 chart beside it (matplotlib, a dev extra; skipped without it).
 """
@@ -43,11 +44,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import heapq
 import io
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,6 +58,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -90,13 +94,6 @@ GOALS: list[tuple[str, str, float, str, str]] = [
     ("knn_p50_1m_ms", "KNN p50 at 1M nodes (in-process MemoryStore.knn)", 20.0, "ms", "le"),
 ]
 
-# Synthetic node texts and unique search queries draw on one vocabulary, so the
-# FTS5 half of memory.search finds matches as it would in a real memory.
-VOCAB = ("kettle garden window bicycle invoice passport dentist boiler recipe laptop train ticket "
-         "battery charger birthday meeting plumber receipt blanket umbrella ladder spanner doctor "
-         "school lunch parcel garage library museum violin guitar piano coffee teapot lantern "
-         "compass notebook pencil drawer cupboard attic basement kitchen bathroom hallway balcony "
-         "river bridge market bakery pharmacy harbour island mountain forest meadow orchard").split()
 NOTES = [  # (note, question, a value a quoted answer must contain)
     ("The shed padlock code is 4417.", "What is the shed padlock code?", "4417"),
     ("The guest wifi password is amber-finch-19.", "What is the guest wifi password?", "amber-finch-19"),
@@ -179,21 +176,41 @@ def clustered_unit_vectors(n: int, seed: int, spread: float = 0.6) -> np.ndarray
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def synthetic_texts(start: int, stop: int, seed: int, words: int = 8, block: int = 1000) -> list[str]:
+@functools.cache
+def word_model() -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Words of CPython's pydoc sentences, their frequencies, and which are content words.
+
+    Synthetic node texts and search queries are drawn from this real Zipf
+    curve, so the FTS5 half of memory.search matches as many rows as it would
+    in a memory of real sentences: common words many, rare words few.
+    """
+    from _datasets import python_doc_sentences
+    from ruvllm_edge.answer.text import STOP
+
+    counts = Counter(w for t in python_doc_sentences(1_000_000) for w in re.findall(r"[a-z]{2,}", t.lower()))
+    words = sorted(counts)
+    freq = np.array([counts[w] for w in words], dtype=float)
+    content = np.array([w not in STOP for w in words])
+    return words, freq / freq.sum(), content
+
+
+def synthetic_texts(start: int, stop: int, seed: int, words: int = 12, block: int = 1000) -> list[str]:
     """Texts of rows start..stop-1; row i's text depends on (seed, i) only, however the rows are batched."""
+    vocab, p, _ = word_model()
     out: list[str] = []
     for b in range(start // block, (stop + block - 1) // block):
-        picks = np.random.default_rng([seed, b]).integers(0, len(VOCAB), (block, words))
+        picks = np.random.default_rng([seed, b]).choice(len(vocab), size=(block, words), p=p)
         for i in range(max(start, b * block), min(stop, (b + 1) * block)):
-            out.append(f"record {i}: " + " ".join(VOCAB[j] for j in picks[i - b * block]))
+            out.append(f"record {i}: " + " ".join(vocab[j] for j in picks[i - b * block]))
     return out
 
 
 def unique_queries(n: int, seed: int, tag: str = "") -> list[str]:
-    """n distinct search texts (a running number keeps the embedder's cache out of the figure)."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(VOCAB), (n, 3))
-    return [f"where did I leave the {VOCAB[a]} near the {VOCAB[b]} and {VOCAB[c]} {tag}{i}"
+    """n distinct questions with three content words each (a running number keeps the embedder's cache out)."""
+    vocab, p, content = word_model()
+    idx = np.flatnonzero(content)
+    picks = np.random.default_rng(seed).choice(idx, size=(n, 3), p=p[idx] / p[idx].sum())
+    return [f"what about the {vocab[a]} {vocab[b]} and {vocab[c]} {tag}{i}"
             for i, (a, b, c) in enumerate(picks)]
 
 
@@ -495,6 +512,12 @@ def measure_size(n: int, tmp: Path, models_dir: Path, toml: str, memory_cfg: Any
         # -- memory.search: sequential latency, then pipelined unique throughput
         with d.client(timeout_s=120) as c:
             seq = drive(c, "memory.search", [{"query": q, "k": 10} for q in unique_queries(n_seq, n + 1, "s")], 1)
+        with d.client(timeout_s=120) as c:     # one query again and again: its embedding is cached
+            same = unique_queries(1, n + 3, "c")[0]
+            cached = drive(c, "memory.search", [{"query": same, "k": 10}] * max(10, n_seq // 2), 1)
+        out["search_sequential_cached"] = {**cached.summary(), "measured_against":
+                                           "one client, one request at a time, the same query every time "
+                                           "(embedding cached: the rest of memory.search alone)"}
         with d.client(timeout_s=120) as c:
             out["search_sequential"] = {**seq.summary(), "measured_against":
                                         "one client, one request at a time, unique queries, k=10"}
@@ -616,6 +639,14 @@ def machine(load_start: dict[str, float]) -> dict[str, Any]:
                     "and same-run comparisons"}
 
 
+def plain_or_str(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
 def optional_parts(models_dir: Path, quick: bool) -> dict[str, Any]:
     """The other benchmarks' richer figures, when their modules exist (--parts); never required."""
     import importlib
@@ -637,7 +668,8 @@ def optional_parts(models_dir: Path, quick: bool) -> dict[str, Any]:
             continue
         print(f"part: {name}.{fn_name}", flush=True)
         try:
-            out[name] = call(mod)
+            # through JSON here, so a part's odd type cannot fail the save of the whole report
+            out[name] = json.loads(json.dumps(call(mod), default=plain_or_str))
         except Exception as exc:  # noqa: BLE001 - a part's failure must not lose the core report
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
@@ -700,6 +732,8 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 4.2))
     a1.plot(xs, col(lambda s: s["search_sequential"]["p50_ms"]), marker="o", label="memory.search p50")
     a1.plot(xs, col(lambda s: s["search_sequential"]["p99_ms"]), marker="o", ls="--", label="memory.search p99")
+    a1.plot(xs, col(lambda s: s["search_sequential_cached"]["p50_ms"]), marker="o", ls=":",
+            label="memory.search p50, embedding cached")
     a1.plot(xs, col(lambda s: s["memory_answers"]["sequential"]["p50_ms"]), marker="s",
             label="answer from memory p50")
     a1.plot(xs, col(lambda s: s["knn_in_process"]["p50_ms"]), marker="^", label="KNN p50 (in-process)")
@@ -757,6 +791,35 @@ def print_summary(res: dict[str, Any]) -> None:
         print(f"  {k:<22} {g['direction']} {g['limit']:<6} {g['unit']:<4} measured {g['measured']}  met {g['met']}")
 
 
+def markdown_table(res: dict[str, Any]) -> str:
+    """The README's short table from a saved e2e.json: each figure beside its goal and baseline."""
+    mc = res["machine"]
+    raw = res["baselines"]["llama_cpp_python"].get("after_generation", {}).get("rss_mb")
+    st = res["startup"]
+    rows = [f"Measured {res['when']} at {res.get('commit') or '?'} on {mc['cpus_logical']} CPUs "
+            f"({mc['machine']}, {mc['mem_total_mb']} MB, Python {mc['python']}), load average "
+            f"{mc['load_average_start']['1m']} → {mc['load_average_end']['1m']}"
+            f"{' (quick mode)' if res['quick'] else ''}; `benchmarks/bench_e2e.py`, "
+            "`results/e2e.json`.", "",
+            "| nodes | RSS idle, model unloaded (MB) | RSS loaded (MB) | search p50 / p99 (ms) "
+            "| searches/s | memory answers/s |",
+            "|---|---|---|---|---|---|"]
+    for s in res["sizes"]:
+        ap = (s["memory_answers"]["pipelined"] or {}).get("per_s")
+        rows.append(f"| {s['nodes']:,} | {s['rss_idle_unloaded']['rss_mb']:.0f} | {s['rss_loaded']['rss_mb']:.0f} "
+                    f"| {s['search_sequential']['p50_ms']:.1f} / {s['search_sequential']['p99_ms']:.1f} "
+                    f"| {s['search_pipelined']['per_s']:.0f} | {ap if ap is None else round(ap)} |")
+    rows += ["", f"Baselines from the same run: raw llama-cpp-python with the same model alone "
+                 f"{raw} MB RSS; start-up {st['fresh_data_dir']['healthy_s_median']} s on a fresh data dir, "
+                 f"{st['reused_data_dir']['healthy_s_median']} s on a reused one (median of "
+                 f"{len(st['reused_data_dir']['runs'])}).", "",
+             "| goal (issue 12) | limit | measured | met |", "|---|---|---|---|"]
+    for g in res["goals"].values():
+        met = {True: "yes", False: "no", None: "not measured"}[g["met"]]
+        rows.append(f"| {g['goal']} | {g['direction']} {g['limit']:g} {g['unit']} | {g['measured']} | {met} |")
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="sizes 0/10K, 2 starts, no cold start, fewer requests (< 3 min)")
@@ -770,13 +833,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also run the other benchmarks' measure() functions when importable")
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--out", help="JSON path (default benchmarks/results/e2e[.quick].json; PNG beside it)")
+    ap.add_argument("--table", metavar="JSON", help="print the README's markdown table from a saved "
+                                                    "e2e.json and exit (runs nothing)")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return 0
     quick = bool(args.quick)
     sizes = args.sizes or ([0, 10_000] if quick else [0, 10_000, 100_000])
     if args.full and not args.sizes:
         sizes.append(1_000_000)
     starts = args.starts or (2 if quick else 5)
-    n_seq, n_pipe, n_answers, knn_q = (60, 200, 100, 30) if quick else (300, 1500, 600, 100)
+    n_seq, n_pipe, n_answers, knn_q = (60, 300, 200, 30) if quick else (300, 1500, 600, 100)
     models_dir = Path(args.models_dir).resolve()
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"e2e{'.quick' if quick else ''}.json"
     load_start = machine_load()
@@ -794,7 +862,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmpname)
         toml_path = tmp / "bench.toml"
         fsutil.atomic_write(toml_path, toml)
-        memory_cfg = rconfig.load(toml_path, models_dir=str(models_dir), env={}).memory
+        bench_cfg = rconfig.load(toml_path, models_dir=str(models_dir), env={})
+        memory_cfg = bench_cfg.memory
         print("baselines: raw llama-cpp-python and a bare interpreter, fresh processes", flush=True)
         res["baselines"] = measure_raw(models_dir, toml_path)
         res["startup"] = measure_startup(tmp, models_dir, toml, starts, cold=(not quick) if args.cold is None else args.cold)
@@ -815,14 +884,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "memory_answer_requests": n_answers, "knn_queries": knn_q,
                     "config": "config/edge.toml (the shipped edge profile) with config_overrides",
                     "config_overrides": overrides,
+                    "server_limits": {k: getattr(bench_cfg.server, k) for k in
+                                      ("rate_limit_per_s", "rate_limit_burst", "max_queue",
+                                       "max_concurrent_requests")},
+                    "connections": "each phase on a new connection: its first rate_limit_burst requests "
+                                   "ride the burst, the rest the sustained rate",
                     "synthetic_nodes": "clustered unit vectors (n/100 centres, noise 0.6) written through "
-                                       "memory.nodes.add_embedded before start; texts of 8 words from a "
-                                       f"{len(VOCAB)}-word vocabulary shared with the search queries",
+                                       "memory.nodes.add_embedded before start; texts of 12 words drawn from "
+                                       "the word frequencies of CPython's pydoc sentences "
+                                       f"({len(word_model()[0])} words), as are the queries' 3 content words",
                     "notes_added": len(NOTES), "never_taught_questions": len(NEVER_TAUGHT),
                     "seconds": round(time.perf_counter() - t_all, 1)}
     save_results(res, out, echo=False)
     plot(res, out.with_suffix(".png"))
     print_summary(res)
+    print("\n" + markdown_table(res))
     return 0
 
 

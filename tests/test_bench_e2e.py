@@ -2,7 +2,7 @@
 
 Its figures come from running it (benchmarks/results/e2e.json); the fill of a
 data dir and the pipelined client are tested against a real daemon in
-tests/integration/test_bench_e2e.py.
+tests/integration/test_bench_e2e_daemon.py.
 """
 
 from __future__ import annotations
@@ -104,3 +104,24 @@ def test_search_inputs_are_unique_and_synthetic_rows_are_unit_and_deterministic(
     assert whole[1234].startswith("record 1234: ") and whole != e2e.synthetic_texts(0, 2500, seed=4)
     v = e2e.clustered_unit_vectors(300, seed=4)
     assert v.shape == (300, e2e.DIM) and abs(float((v * v).sum(axis=1).min()) - 1.0) < 1e-5
+
+
+def test_readme_table_names_the_machine_every_size_and_every_goal(e2e: ModuleType) -> None:
+    def size(n: int) -> dict[str, Any]:
+        return {"nodes": n, "rss_loaded": {"rss_mb": 590.4}, "rss_idle_unloaded": {"rss_mb": 420.0},
+                "search_sequential": {"p50_ms": 7.5, "p99_ms": 12.0}, "search_pipelined": {"per_s": 97.2},
+                "memory_answers": {"pipelined": None}, "knn_in_process": None}
+    res: dict[str, Any] = {
+        "quick": True, "when": "2026-12-03 21:00:00 UTC", "commit": "abc1234",
+        "machine": {"cpus_logical": 2, "machine": "x86_64", "mem_total_mb": 1024, "python": "3.11.7",
+                    "load_average_start": {"1m": 1.5}, "load_average_end": {"1m": 2.5}},
+        "baselines": {"llama_cpp_python": {"after_generation": {"rss_mb": 203.0}}},
+        "startup": {"fresh_data_dir": {"healthy_s_median": 6.5}, "reused_data_dir": {"healthy_s_median": 2.8,
+                                                                                      "runs": [{}, {}]}},
+        "sizes": [size(0), size(100_000)]}
+    res["goals"] = e2e.goals_from(res)
+    table = e2e.markdown_table(res)
+    assert "2 CPUs (x86_64" in table and "load average 1.5 → 2.5" in table and "abc1234" in table
+    assert "| 100,000 | 420 | 590 | 7.5 / 12.0 | 97 | None |" in table
+    assert "raw llama-cpp-python with the same model alone 203.0 MB" in table
+    assert table.count("| no |") == 5 and table.count("| not measured |") == 2   # answers/s and 1M KNN
