@@ -34,7 +34,8 @@ in the JSON's ``setup.config_overrides``. What it measures:
 Usage:
   python benchmarks/bench_e2e.py --quick    # sizes 0/10K, 2 starts each, no cold start (< 3 min)
   python benchmarks/bench_e2e.py            # sizes 0/10K/100K (< 20 min)
-  python benchmarks/bench_e2e.py --full     # also 1M nodes
+  python benchmarks/bench_e2e.py --full     # also 1M nodes (+10 min or more: the fill alone took
+                                            # 282 s and 2.3 GB of temp space on a loaded 2-core box)
   python benchmarks/bench_e2e.py --table benchmarks/results/e2e.json   # README table, runs nothing
 Writes benchmarks/results/e2e.json (e2e.quick.json with --quick) and a PNG
 chart beside it (matplotlib, a dev extra; skipped without it).
@@ -823,7 +824,7 @@ def markdown_table(res: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="sizes 0/10K, 2 starts, no cold start, fewer requests (< 3 min)")
-    ap.add_argument("--full", action="store_true", help="also 1M nodes (adds several minutes)")
+    ap.add_argument("--full", action="store_true", help="also 1M nodes (adds 10+ min; 2.3 GB temp space)")
     ap.add_argument("--sizes", type=int, nargs="+", help="memory sizes in nodes (overrides the mode's)")
     ap.add_argument("--starts", type=int, help="start-ups per kind (fresh/reused); default 2 quick, 5 full")
     ap.add_argument("--depth", type=int, default=16, help="requests in flight for the pipelined client")
