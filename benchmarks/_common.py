@@ -39,13 +39,19 @@ class BenchDaemon:
     def configure(self, config_toml: str) -> None:
         self.cfg.write_text(config_toml)
 
-    def start(self, wait_s: float = 120.0, until_loaded: bool = False) -> "BenchDaemon":
+    def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``ruvllm-edge serve`` and return at once (start-up timing polls on its own)."""
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ruvllm_edge.cli", "serve", "--config", str(self.cfg),
                  "--data-dir", str(self.data), "--models-dir", str(self.models_dir)],
-                stdout=log, stderr=log, cwd=str(ROOT))
+                stdout=log, stderr=log, cwd=str(ROOT), env=env)
+        return self.proc
+
+    def start(self, wait_s: float = 120.0, until_loaded: bool = False) -> "BenchDaemon":
+        self.spawn()
+        assert self.proc is not None
         end = time.monotonic() + wait_s
         with Client(self.endpoint, timeout_s=1) as c:
             while time.monotonic() < end:
