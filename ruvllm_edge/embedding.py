@@ -29,6 +29,9 @@ Why this shape:
   ~0.25 s instead of ~1 s, and gives bit-identical vectors. It lives beside
   the model (``.ort-prepared/``) or in ``prepared_dir``; where neither is
   writable (a read-only install) the original model is loaded as before.
+  A mapped file must never be rewritten in place (a live session would get
+  SIGBUS): it is only ever replaced by a directory rename, and stale copies
+  are unlinked, which leaves a mapping intact.
 """
 
 from __future__ import annotations
