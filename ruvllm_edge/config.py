@@ -97,6 +97,9 @@ class InferenceConfig:
                             "Answer briefly and accurately.")
     # Tokens kept free in the context for the answer when trimming history.
     reserve_answer_tokens: int = _f(256, 16, 32_768)
+    # KV cache precision: q8_0 halves it (with flash attention, which llama.cpp
+    # needs for a quantized V cache); f16 is llama.cpp's default.
+    kv_cache_type: str = _f("f16", choices=("f16", "q8_0"))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ Why it is built this way:
   pushed into swap. After ``keep_alive_s`` idle the model is unloaded.
 - A vocab-only instance (a few MB, ~0.2 s) stays resident for tokenizing and
   for reading GGUF metadata without loading weights.
+- Memory (benchmarks/bench_rss.py): the weights are mmapped (file-backed,
+  shared, reclaimable pages); the KV cache is the largest private part of a
+  loaded model, so ``kv_cache_type = "q8_0"`` halves it (greedy output was
+  token-identical on the default model); and an unload trims glibc's free
+  heap, which otherwise keeps ~17 MB of the closed context.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import psutil
 from . import models as catalogue
 from .config import InferenceConfig, SystemConfig
 from .errors import ModelIntegrityError, ModelUnavailable, TooLarge
+from .heap import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +54,18 @@ FALLBACK_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}")
 FALLBACK_STOPS = ("\nUser:", "\n\nUser")
 
+# Bytes per cached K or V value: q8_0 stores 32 values in 34 bytes.
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
+GGML_TYPE = {"f16": 1, "q8_0": 8}   # ggml_type ids (llama_cpp.GGML_TYPE_F16 / _Q8_0)
+
 
 # --------------------------------------------------------------------------
 # Pure helpers
 
 
 def kv_cache_mb(n_layer: int, n_ctx: int, n_head_kv: int, head_dim: int,
-                bytes_per_value: int = 2) -> float:
-    """K and V caches in f16: layers x context x kv-width x 2 (K, V)."""
+                bytes_per_value: float = 2.0) -> float:
+    """K and V caches: layers x context x kv-width x 2 (K, V) x bytes (2 for f16)."""
     assert min(n_layer, n_ctx, n_head_kv, head_dim) > 0
     return n_layer * n_ctx * n_head_kv * head_dim * 2 * bytes_per_value / MB
 
@@ -233,7 +243,8 @@ class InferenceEngine:
         info = self.info()
         vm = psutil.virtual_memory()
         rss = psutil.Process().memory_info().rss / MB
-        kv = kv_cache_mb(info.n_layer, self.cfg.n_ctx_tokens, info.n_head_kv, info.head_dim)
+        kv = kv_cache_mb(info.n_layer, self.cfg.n_ctx_tokens, info.n_head_kv, info.head_dim,
+                         KV_BYTES[self.cfg.kv_cache_type])
         need = info.file_mb + kv + self.cfg.overhead_mb
         if self._llm is not None:  # already loaded: its memory is inside RSS
             need = 0.0
@@ -268,13 +279,17 @@ class InferenceEngine:
 
             self.state = "loading"
             t0 = time.perf_counter()
+            kv: dict[str, Any] = {}
+            if self.cfg.kv_cache_type != "f16":   # a quantized V cache needs flash attention
+                t = GGML_TYPE[self.cfg.kv_cache_type]
+                kv = {"type_k": t, "type_v": t, "flash_attn": True}
             try:
                 self._llm = llama_cpp.Llama(
                     model_path=str(self.path), n_ctx=self.cfg.n_ctx_tokens,
                     n_batch=self.cfg.n_batch_tokens, n_threads=self.n_threads,
                     n_threads_batch=self.n_threads,
                     seed=self.cfg.seed if self.cfg.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
-                    verbose=False)
+                    verbose=False, **kv)
             except (ValueError, RuntimeError, OSError) as exc:
                 msg = f"llama.cpp failed to load {self.path}: {exc}"
                 self._unavailable(msg)
@@ -286,7 +301,8 @@ class InferenceEngine:
             self.last_error = None
             log.info("model loaded", extra={"model": self.cfg.model,
                                             "load_s": round(time.perf_counter() - t0, 3),
-                                            "n_ctx": self.cfg.n_ctx_tokens})
+                                            "n_ctx": self.cfg.n_ctx_tokens,
+                                            "kv_cache_type": self.cfg.kv_cache_type})
             if self._on_load:
                 self._on_load("ok")
 
@@ -296,6 +312,7 @@ class InferenceEngine:
                 return False
             self._llm.close()
             self._llm = None
+            release_free_heap()   # the closed context's buffers, else kept by glibc
             self.state = "unloaded"
             log.info("model unloaded", extra={"model": self.cfg.model})
             return True

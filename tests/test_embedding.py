@@ -109,3 +109,46 @@ def test_mean_pool_ignores_padding() -> None:
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)        # padding rows differ, result does not
     ref = h[0, :3].mean(axis=0)
     np.testing.assert_allclose(out[0], ref / np.linalg.norm(ref), atol=1e-6)
+
+
+TEXTS = ["The access code for the north gate is 7341", "short",
+         "a much longer sentence " * 30]
+
+
+def test_prepared_model_is_made_once_and_gives_identical_vectors(tmp_path: Path) -> None:
+    original = Embedder(MODEL, TOKENIZER, cache_entries=0, prepare=False)
+    assert original.prepared is None
+    first = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path)
+    assert first.prepared is not None and Path(first.prepared).parent.parent == tmp_path
+    weights = Path(first.prepared).with_name("weights.bin")
+    assert weights.stat().st_size > 80 * 2**20          # the folded float32 weights, mapped
+    mtime = weights.stat().st_mtime_ns
+    (tmp_path / "minilm-l6-int8-ort0.0-1-1").mkdir()      # a stale key: removed on the next prepare
+    again = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path)
+    assert again.prepared == first.prepared and weights.stat().st_mtime_ns == mtime   # reused
+    assert np.array_equal(first.embed_batch(TEXTS), original.embed_batch(TEXTS))
+    assert np.array_equal(again.embed_batch(TEXTS), original.embed_batch(TEXTS))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_prepared_model_falls_back_to_the_original(tmp_path: Path) -> None:
+    # An unusable directory (a file is in the way) and a damaged copy both load the original.
+    (tmp_path / "file").write_text("x")
+    blocked = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path / "file" / "sub")
+    assert blocked.prepared is None and blocked.embed("hello").shape == (DIM,)
+    ok = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path / "p")
+    weights = Path(ok.prepared).with_name("weights.bin")
+    # Replaced, not truncated in place: a live session maps the old file (SIGBUS otherwise).
+    (weights.parent / "short").write_bytes(weights.read_bytes()[:1024])
+    (weights.parent / "short").replace(weights)
+    damaged = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path / "p")
+    assert damaged.prepared is None
+    assert np.array_equal(damaged.embed_batch(TEXTS), ok.embed_batch(TEXTS))
+
+
+def test_corrupt_model_is_not_prepared(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ModelUnavailable, match="corrupt or not ONNX"):
+        Embedder(bad, TOKENIZER, prepared_dir=tmp_path / "p")
+    assert not any((tmp_path / "p").iterdir())

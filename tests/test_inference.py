@@ -117,3 +117,19 @@ def test_keep_alive_unloads_when_idle(models_dir: Path) -> None:
     e.ensure_loaded()
     assert e.loaded and not e.maybe_unload(time.monotonic())
     assert e.maybe_unload(time.monotonic() + 2) and not e.loaded and e.state == "unloaded"
+
+
+def test_q8_0_kv_cache_halves_the_estimate_and_answers_the_same(models_dir: Path) -> None:
+    # The edge profile's 8-bit KV cache (with flash attention): the estimate counts
+    # 34 bytes per 32 values, and greedy decoding gives the f16 cache's answer.
+    cfg = Config()
+    base = dataclasses.replace(cfg.inference, n_ctx_tokens=512, reserve_answer_tokens=64)
+    answers, kv = {}, {}
+    for kind in ("f16", "q8_0"):
+        e = InferenceEngine(dataclasses.replace(base, kv_cache_type=kind), cfg.system, models_dir)
+        kv[kind] = e.estimate().kv_mb
+        plan = e.plan("You are helpful.", [], "What is the capital of France? One word.", 16)
+        answers[kind] = e.generate(plan, temperature=0.0, top_p=1.0).text
+        assert e.unload() and not e.loaded
+    assert kv["q8_0"] == pytest.approx(kv["f16"] * 17 / 32)
+    assert "paris" in answers["q8_0"].lower() and answers["q8_0"] == answers["f16"]
