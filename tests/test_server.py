@@ -406,7 +406,7 @@ def test_a_query_that_needs_the_model_moves_to_gen_and_cancel_still_finds_it(
     send(daemon, s, b"c", protocol.pack(protocol.make_request("c1", "cancel",
                                                               {"request_id": "q2"})))
     assert s.replies()[0]["result"] == {"request_id": job.request_id, "cancelled": True,
-                                        "state": "running"}
+                                        "state": "queued"}              # waiting for gen
     moved = gen.get_nowait()
     assert daemon.dispatcher.run(moved, out.append) is False
     err = out[-1]["error"]

@@ -8,7 +8,7 @@ Lanes and why:
   ``memory.get``, ``memory.history``) and the first part of a query without a
   session: embed, retrieve, route and plan. A question answered from memory
   (quoted or declined) is answered there and never waits for the model; one
-  that needs the model moves on to ``gen`` (``Job.move_to``). Several threads,
+  that needs the model moves on to ``gen`` (``Lanes.move_to``). Several threads,
   because the reads spend their time in SQLite, numpy and onnxruntime with the
   GIL released, and concurrent embeddings are batched (embed_batch.py).
 - ``aux`` (one thread) runs memory writes, feedback and session ops, and the
@@ -153,11 +153,12 @@ class Lanes:
         lane is full, and the caller answers ``busy``.
         """
         prev, job.resume, job.lane = job.lane, resume, lane
+        job.started = False                 # waiting for a worker again: cancel says "queued"
         try:
             self.queues[lane].put_nowait(job)
             return True
         except queue.Full:
-            job.resume, job.lane = None, prev
+            job.resume, job.lane, job.started = None, prev, True
             return False
 
     def post(self, lane: str, job: Job) -> bool:
