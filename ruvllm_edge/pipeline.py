@@ -51,6 +51,7 @@ StopCheck = Callable[[], str | None]
 MEMORY_ANSWER_MIN_SIM = 0.55
 MEMORY_ANSWER_MIN_TRUST = 0.9
 QUALITY_EMA = 0.1
+RSS_EVERY_S = 0.5
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Pipeline:
         self.recent_quality = 0.75
         self._router_lock = threading.Lock()
         self._proc = psutil.Process()
+        self._rss = (-1e9, 0.0)       # (monotonic time, MB): read at most every RSS_EVERY_S
 
     # ------------------------------------------------------------------ stages
 
@@ -182,7 +184,7 @@ class Pipeline:
 
     def _features(self, query: str, qvec: np.ndarray, retrieval: Retrieval | None,
                   turn_index: int, queue_len: int, cons: dict[str, Any]) -> np.ndarray:
-        rss_mb = self._proc.memory_info().rss / 1_048_576
+        rss_mb = self._rss_mb()
         inp = FeatureInputs(
             query=query, query_tokens=self.engine.count_tokens(query), query_vec=qvec,
             retrieval=retrieval.stats if retrieval else {}, turn_index=turn_index,
@@ -191,6 +193,16 @@ class Pipeline:
             latency_budget_ms=cons.get("max_latency_ms"), max_tokens=cons.get("max_tokens"),
             recent_quality=self.recent_quality)
         return build_features(inp)                              # (N_FEATURES,) float32
+
+    def _rss_mb(self) -> float:
+        """The process RSS for the memory-pressure feature, read from /proc at most every
+        RSS_EVERY_S: at 100+ answers/s the read was a tenth of an answer from memory."""
+        now = time.monotonic()
+        t, mb = self._rss
+        if now - t >= RSS_EVERY_S:
+            mb = self._proc.memory_info().rss / 1_048_576
+            self._rss = (now, mb)
+        return mb
 
     def _route(self, x: np.ndarray | None, h: np.ndarray | None, defaults: dict[str, Any]
                ) -> tuple[Any, np.ndarray | None]:
