@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
+import psutil
 import zmq
 
 from _common import ROOT, BenchDaemon, pct, save_results
@@ -92,8 +93,14 @@ class Pipelined:
 
     def run(self, make: Callable[[int], tuple[str, dict[str, Any]]], total: int,
             in_flight: int, check: Callable[[dict[str, Any]], bool] | None = None,
-            timeout_s: float = 120.0) -> dict[str, Any]:
-        """Send ``total`` requests (``make(i)`` -> op, args), ``in_flight`` at a time."""
+            timeout_s: float = 120.0, pid: int | None = None) -> dict[str, Any]:
+        """Send ``total`` requests (``make(i)`` -> op, args), ``in_flight`` at a time.
+
+        With the daemon's ``pid``, also its CPU time per request: on a shared,
+        noisy machine that is the figure that does not depend on the neighbours.
+        """
+        proc = psutil.Process(pid) if pid else None
+        cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
         pending: dict[str, tuple[int, float]] = {}      # id -> (i, sent at)
         retry: list[tuple[float, int]] = []             # (due, i)
         lat_ms: list[float] = []
@@ -146,7 +153,9 @@ class Pipelined:
                 lat_ms.append((time.perf_counter() - sent) * 1000)
                 done += 1
         dt = time.perf_counter() - t0
+        cpu_ms = (sum(proc.cpu_times()[:2]) - cpu0) * 1000 / total if proc else None
         return {"per_s": round(total / dt, 1), "seconds": round(dt, 3),
+                "daemon_cpu_ms_per_request": round(cpu_ms, 2) if cpu_ms is not None else None,
                 "p50_ms": round(pct(lat_ms, 50), 2), "p99_ms": round(pct(lat_ms, 99), 2),
                 "refused": refused, "errors": errors, "unexpected": bad}
 
@@ -161,17 +170,17 @@ def from_memory(r: dict[str, Any]) -> bool:
 
 
 def one_round(endpoint: str, tag: str, searches: int, answers: int, in_flight: int,
-              n_notes: int, rep: int = 0) -> dict[str, Any]:
+              n_notes: int, rep: int = 0, pid: int | None = None) -> dict[str, Any]:
     """Unique searches, cached searches, answers from memory: one pass on one daemon."""
     c = Pipelined(endpoint)
     try:
         unique = c.run(lambda i: ("memory.search", {
             "query": f"where is the {ITEMS[i % len(ITEMS)]} number {i} {tag}", "k": 10}),
-            searches, in_flight)
+            searches, in_flight, pid=pid)
         hot = [f"where do I keep the {it}" for it in ITEMS[:8]]
         c.run(lambda i: ("memory.search", {"query": hot[i % len(hot)]}), len(hot), 1)  # warm
         cached = c.run(lambda i: ("memory.search", {"query": hot[i % len(hot)], "k": 10}),
-                       searches, in_flight)
+                       searches, in_flight, pid=pid)
         units = list(range(0, n_notes, 2))
 
         def ask(i: int) -> tuple[str, dict[str, Any]]:
@@ -185,7 +194,7 @@ def one_round(endpoint: str, tag: str, searches: int, answers: int, in_flight: i
             stages.append(r["latency_ms"])
             return from_memory(r)
 
-        answered = c.run(ask, answers, in_flight, check=check)
+        answered = c.run(ask, answers, in_flight, check=check, pid=pid)
         # Where an answer's time goes, as the daemon timed it (ms, median; "generation"
         # is the answer policy and the quote here, "total" excludes the queue wait).
         answered["stages_ms"] = {k: round(statistics.median(x.get(k, 0.0) for x in stages), 2)
@@ -206,6 +215,8 @@ def med(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
             "per_s_runs": [x["per_s"] for x in xs],
             "p50_ms_median": statistics.median(x["p50_ms"] for x in xs),
             "p99_ms_median": statistics.median(x["p99_ms"] for x in xs),
+            "daemon_cpu_ms_per_request_median": statistics.median(
+                x["daemon_cpu_ms_per_request"] or 0.0 for x in xs),
             "refused_total": refused, "errors_total": errors,
             "not_from_memory": sum(x["unexpected"] for x in xs),
             **({"stages_ms_median": {k: statistics.median(x["stages_ms"][k] for x in xs)
@@ -236,12 +247,15 @@ def measure(models_dir: Path | str, *, n_notes: int = 300, searches: int = 600,
             for rep in range(repeats):
                 for name, d in daemons.items():
                     r = one_round(d.endpoint, f"{name}{rep}", searches, answers, in_flight,
-                                  n_notes, rep)
+                                  n_notes, rep, pid=d.proc.pid if d.proc else None)
                     rounds[name].append(r)
                     print(f"  repeat {rep + 1}/{repeats} {name:>3}: unique search "
                           f"{r['unique_search']['per_s']:7.1f}/s  cached "
                           f"{r['cached_search']['per_s']:7.1f}/s  answers "
-                          f"{r['answers_from_memory']['per_s']:7.1f}/s  refused "
+                          f"{r['answers_from_memory']['per_s']:7.1f}/s  daemon CPU ms/req "
+                          f"{r['unique_search']['daemon_cpu_ms_per_request']}/"
+                          f"{r['cached_search']['daemon_cpu_ms_per_request']}/"
+                          f"{r['answers_from_memory']['daemon_cpu_ms_per_request']}  refused "
                           f"{r['unique_search']['refused']}", flush=True)
             for name, d in daemons.items():
                 with d.client() as c:

@@ -6,6 +6,9 @@ each. When an app pipelines ``memory.search`` (or questions), the worker
 threads that need a vector at the same time hand their texts to one
 ``embed_many`` call instead of queueing for the model one by one.
 
+Requests still in the server's queue are added with ``prefetch``, so a batch
+takes in every queued text, not only those of the requests a worker holds.
+
 How (no thread of its own): a caller adds its text to the pending list. If
 no batch is running, it becomes the leader: it waits up to ``window_s`` for
 more texts while more are expected, takes up to ``max_batch`` pending texts,
@@ -75,16 +78,35 @@ class EmbedBatcher:
         self.stats = BatchStats()
         self._cv = threading.Condition()
         self._pending: list[_Slot] = []
+        self._slots: dict[str, _Slot] = {}     # text -> its slot, until delivered
         self._running = 0                      # batches taken and not yet delivered
         self._gathering = False                # a leader is waiting out its window
         self._last_size = 0
 
+    def prefetch(self, text: str) -> None:
+        """Queue ``text`` for the next batch without waiting for it.
+
+        The server calls this when it queues a request that will embed ``text``,
+        so the batches take in every queued request, not only those a worker
+        holds. A row delivered before its worker asks is not kept here: the
+        worker's ``embed`` then finds it in the Embedder's LRU cache (a cache
+        hit costs microseconds), or a row still coming joins its slot.
+        """
+        with self._cv:
+            if text not in self._slots:
+                self._add(text)
+
+    def _add(self, text: str) -> _Slot:
+        slot = _Slot(text)
+        self._slots[text] = slot
+        self._pending.append(slot)
+        self._cv.notify_all()                  # a leader in its window may be waiting for it
+        return slot
+
     def embed(self, text: str) -> np.ndarray:
         """This text's row of ``embed_many``, computed in a batch with concurrent callers."""
-        slot = _Slot(text)
         with self._cv:
-            self._pending.append(slot)
-            self._cv.notify_all()              # a leader in its window may be waiting for us
+            slot = self._slots.get(text) or self._add(text)   # the same text shares a slot
             while True:
                 if slot.done:
                     break
@@ -98,6 +120,8 @@ class EmbedBatcher:
                         self._running -= 1
                         for s in batch:
                             s.done = True
+                            if self._slots.get(s.text) is s:
+                                del self._slots[s.text]
                         self._cv.notify_all()
                     continue                   # our slot may have been left for the next batch
                 self._cv.wait()
@@ -139,6 +163,8 @@ class EmbedBatcher:
             if len(vecs) != len(batch):
                 raise RuntimeError(f"embed_many returned {len(vecs)} rows for {len(batch)} texts")
             for s, v in zip(batch, vecs):
+                v = np.asarray(v)
+                v.flags.writeable = False      # shared by every caller of the same text
                 s.vec = v
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the error, none hangs
             for s in batch:

@@ -173,3 +173,17 @@ def test_batched_vectors_equal_single_call_vectors(embedder_paths: tuple[Path, P
     cos = np.sum(batched * single, axis=1)
     assert np.all(cos > 0.999), cos
     assert np.allclose(batched, single, atol=2e-2)
+
+
+def test_prefetched_texts_join_the_next_batch_and_share_a_slot() -> None:
+    fake = Fake()
+    b = EmbedBatcher(fake, window_s=0.0, max_batch=16)
+    for t in ("p1", "p2", "p1"):                       # queued requests; p1 twice
+        b.prefetch(t)
+    assert fake.calls == []                           # nothing runs until a worker embeds
+    v = b.embed("p2")                                 # a worker: one run for all of them
+    assert fake.calls == [["p1", "p2"]]
+    assert np.array_equal(v, vec_of("p2")) and not v.flags.writeable
+    assert np.array_equal(b.embed("p1"), vec_of("p1"))   # delivered: a new run for it
+    assert fake.calls == [["p1", "p2"], ["p1"]]
+    assert b._slots == {} and b._pending == []

@@ -31,7 +31,7 @@ Send = Callable[[dict[str, Any]], None]
 BUSY_RETRY_MS = 500        # the retry_after_ms hint of a full queue (docs/protocol.md)
 SHUTDOWN_RETRY_MS = 1000   # ... and of a daemon that is draining
 BATCH_MAX = 16             # texts per embedding run (embed_batch.py): past 16 it costs more
-BATCH_RUNS = 2             # embedding runs at once: one per core of a Pi-class 2-4 core board
+BATCH_RUNS = 1             # one embedding run at a time: the other core runs retrievals
 
 
 def field_named_in(message: str, schema: Mapping[str, Any]) -> str:
@@ -120,6 +120,10 @@ class Dispatcher:
                                            retry_after_ms=BUSY_RETRY_MS), req.op)
             return
         self.s.metrics.deferred.set(self.s.lanes.queued())
+        if lane == "fast" and op.embeds and self.batcher is not None:
+            text = req.args.get(op.embeds)
+            if isinstance(text, str) and req.args.get("use_memory", True):
+                self.batcher.prefetch(text)   # batched with the other queued requests
 
     # -- execute -----------------------------------------------------------
 

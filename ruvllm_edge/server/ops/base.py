@@ -70,6 +70,9 @@ class Op:
     # a query without a session is planned on "fast" and moves to "gen" only
     # when it needs the model.
     starts_on: Callable[[Mapping[str, Any]], str | None] | None = None
+    # The argument whose text the op embeds first (memory.search, query): queued
+    # requests hand it to the embed batcher at once (embed_batch.prefetch).
+    embeds: str | None = None
 
     def __post_init__(self) -> None:
         assert self.lane in ("gen", "fast", "aux", "slow", "inline"), self.lane

@@ -147,7 +147,7 @@ OPS = [
         "k": Arg(int, lo=1, hi=100, default=10),
         "kind": Arg((str, list), min_len=1, max_len=16),
         "metadata": METADATA,
-    }, search, requires="memory"),
+    }, search, requires="memory", embeds="query"),
     Op("memory.get", "fast", {"id": NODE_ID}, get, requires="memory"),
     Op("memory.delete", "aux", {"id": NODE_ID}, delete, requires="memory"),
     Op("memory.stats", "aux", {}, stats, requires="memory"),

@@ -83,4 +83,5 @@ def record(ctx: OpContext, result: dict[str, Any]) -> None:
             m.router_fallbacks.inc()
 
 
-OPS = [Op("query", "gen", ARGS, execute, new_request_id=True, starts_on=starts_on)]
+OPS = [Op("query", "gen", ARGS, execute, new_request_id=True, starts_on=starts_on,
+          embeds="query")]
