@@ -10,7 +10,9 @@ client keeping ``--in-flight`` requests outstanding:
    policy quotes it: finish_reason "memory", plan "answer", no generation);
 3. the same against the old defaults in the same run, interleaved repeat by
    repeat: rate limit 50/s with burst 100, ``max_queue`` 16, no fast lane
-   (memory reads on the single ``aux`` thread, queries on ``gen``).
+   (memory reads on the single ``aux`` thread, queries on ``gen``); and
+   against the new limits with the old lanes (``fast_workers = 0``), which
+   shows what the fast lane and the embedding batches add on their own.
 
 A refused request (``rate_limited`` or ``busy``) is counted and sent again
 after its ``retry_after_ms``, as the examples do; the rate counts completed
@@ -231,6 +233,8 @@ def measure(models_dir: Path | str, *, n_notes: int = 300, searches: int = 600,
     configs = {"new": edge_toml(None)}
     if baseline:
         configs["old"] = edge_toml(OLD_SERVER)
+        # The new limits with the old lanes: what the fast lane and batching add.
+        configs["old_lanes"] = edge_toml({"fast_workers": 0})
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         daemons = {name: BenchDaemon(Path(tmp) / name, Path(models_dir), toml)
@@ -268,9 +272,14 @@ def measure(models_dir: Path | str, *, n_notes: int = 300, searches: int = 600,
             for d in daemons.values():
                 d.stop()
     if baseline:
-        out["new_vs_old"] = {k: round(out["new"][k]["per_s_median"]
-                                      / max(out["old"][k]["per_s_median"], 1e-9), 2)
-                             for k in ("unique_search", "cached_search", "answers_from_memory")}
+        for base in ("old", "old_lanes"):
+            out[f"new_vs_{base}"] = {
+                k: round(out["new"][k]["per_s_median"] / max(out[base][k]["per_s_median"], 1e-9), 2)
+                for k in ("unique_search", "cached_search", "answers_from_memory")}
+            out[f"new_vs_{base}_cpu_per_request"] = {
+                k: round(out["new"][k]["daemon_cpu_ms_per_request_median"]
+                         / max(out[base][k]["daemon_cpu_ms_per_request_median"], 1e-9), 2)
+                for k in ("unique_search", "cached_search", "answers_from_memory")}
     out["goal"] = GOAL
     out["goal_met"] = {
         "unique_search_per_s": out["new"]["unique_search"]["per_s_median"]
@@ -280,6 +289,7 @@ def measure(models_dir: Path | str, *, n_notes: int = 300, searches: int = 600,
     out["settings"] = {"notes": n_notes, "searches": searches, "answers": answers,
                        "repeats": repeats, "in_flight": in_flight,
                        "old_server": OLD_SERVER,
+                       "old_lanes_server": {"fast_workers": 0, "note": "new limits, old lanes"},
                        "new_server": "config.py defaults (edge.toml without these keys)"}
     return out
 
