@@ -57,13 +57,18 @@ class ServerConfig:
     max_message_bytes: int = _f(1_048_576, 1024, 64 * 1_048_576)
     # ZMQ_MAXMSGSIZE: beyond this ZeroMQ drops the peer's connection outright.
     drop_message_bytes: int = _f(32 * 1_048_576, 1024, 1024 * 1_048_576)
-    # Requests waiting for the generation worker; beyond this we answer busy.
-    max_queue: int = _f(16, 1, 4096)
+    # Requests waiting in each lane's queue (gen, fast, aux); beyond this we answer
+    # busy. Room for an app pipelining a few dozen requests, not a runaway one.
+    max_queue: int = _f(256, 1, 4096)
     # Generation workers. One model context serves one request at a time.
     max_concurrent_requests: int = _f(1, 1, 64)
+    # Threads of the fast lane (memory reads, queries answered from memory;
+    # docs/protocol.md "Flow control"). 0 = no fast lane: they queue on aux/gen.
+    fast_workers: int = _f(8, 0, 64)
     # Per-client token bucket: sustained requests per second and burst size.
-    rate_limit_per_s: float = _f(50.0, 0.1, 100_000.0)
-    rate_limit_burst: int = _f(100, 1, 1_000_000)
+    # Well above what 2 cores serve (~500 searches/s), so it only stops a runaway client.
+    rate_limit_per_s: float = _f(1000.0, 0.1, 100_000.0)
+    rate_limit_burst: int = _f(2000, 1, 1_000_000)
     # SIGTERM: how long in-flight work may take before it is cancelled.
     drain_timeout_ms: int = _f(10_000, 0, 600_000)
     # Default deadline for a request that gives none (queue wait included).

@@ -51,6 +51,7 @@ StopCheck = Callable[[], str | None]
 MEMORY_ANSWER_MIN_SIM = 0.55
 MEMORY_ANSWER_MIN_TRUST = 0.9
 QUALITY_EMA = 0.1
+RSS_EVERY_S = 0.5
 
 
 @dataclass
@@ -62,6 +63,31 @@ class QueryContext:
     on_token: Callable[[str], None] | None = None
     should_stop: StopCheck = lambda: None
     queue_len: int = 0
+    embed: Callable[[str], np.ndarray] | None = None   # batches with concurrent requests
+
+
+@dataclass
+class Prepared:
+    """A query up to its plan (``Pipeline.prepare``): what ``finish`` needs."""
+
+    ctx: QueryContext
+    t0: float                                   # perf_counter at the start (latency_ms.total)
+    lat: dict[str, float]
+    query: str
+    sid: str | None
+    session: Any                                # sessions.Session | None
+    use_memory: bool
+    qvec: np.ndarray | None
+    retrieval: Retrieval | None
+    x: np.ndarray | None
+    decision: Any
+    h_next: np.ndarray | None
+    answer: Answer | None                       # set: answered without the model
+    later: Callable[[], Answer]                 # the generation when ``answer`` is None
+
+    @property
+    def needs_model(self) -> bool:
+        return self.answer is None
 
 
 @dataclass
@@ -139,13 +165,16 @@ class Pipeline:
         self.recent_quality = 0.75
         self._router_lock = threading.Lock()
         self._proc = psutil.Process()
+        self._rss = (-1e9, 0.0)       # (monotonic time, MB): read at most every RSS_EVERY_S
 
     # ------------------------------------------------------------------ stages
 
-    def _embed(self, query: str) -> np.ndarray | None:
+    def _embed(self, query: str, embed: Callable[[str], np.ndarray] | None = None
+               ) -> np.ndarray | None:
+        """(384,) float32; ``embed`` is the server's batching embed (embed_batch.py)."""
         if self.embedder is None:
             return None
-        return self.embedder.embed(query)                       # (384,) float32
+        return (embed or self.embedder.embed)(query)
 
     def _retrieve(self, query: str, qvec: np.ndarray | None, use_memory: bool) -> Retrieval | None:
         if not use_memory or self.memory is None or qvec is None:
@@ -155,7 +184,7 @@ class Pipeline:
 
     def _features(self, query: str, qvec: np.ndarray, retrieval: Retrieval | None,
                   turn_index: int, queue_len: int, cons: dict[str, Any]) -> np.ndarray:
-        rss_mb = self._proc.memory_info().rss / 1_048_576
+        rss_mb = self._rss_mb()
         inp = FeatureInputs(
             query=query, query_tokens=self.engine.count_tokens(query), query_vec=qvec,
             retrieval=retrieval.stats if retrieval else {}, turn_index=turn_index,
@@ -164,6 +193,16 @@ class Pipeline:
             latency_budget_ms=cons.get("max_latency_ms"), max_tokens=cons.get("max_tokens"),
             recent_quality=self.recent_quality)
         return build_features(inp)                              # (N_FEATURES,) float32
+
+    def _rss_mb(self) -> float:
+        """The process RSS for the memory-pressure feature, read from /proc at most every
+        RSS_EVERY_S: at 100+ answers/s the read was a tenth of an answer from memory."""
+        now = time.monotonic()
+        t, mb = self._rss
+        if now - t >= RSS_EVERY_S:
+            mb = self._proc.memory_info().rss / 1_048_576
+            self._rss = (now, mb)
+        return mb
 
     def _route(self, x: np.ndarray | None, h: np.ndarray | None, defaults: dict[str, Any]
                ) -> tuple[Any, np.ndarray | None]:
@@ -182,14 +221,29 @@ class Pipeline:
                 retrieval: Retrieval | None, decision: Any, *,
                 on_token: Callable[[str], None] | None, should_stop: StopCheck) -> Answer:
         """Plan (answer / decline / general), then quote, generate or decline (docs/answers.md)."""
+        now, later = self._answer_steps(query, system_base, history, retrieval, decision,
+                                        on_token=on_token, should_stop=should_stop)
+        return now if now is not None else later()
+
+    def _answer_steps(self, query: str, system_base: str, history: Sequence[tuple[str, str]],
+                      retrieval: Retrieval | None, decision: Any, *,
+                      on_token: Callable[[str], None] | None, should_stop: StopCheck
+                      ) -> tuple[Answer | None, Callable[[], Answer]]:
+        """``_answer`` in two steps: (the answer, when the plan needs no model; else None,
+        and the generation that finishes it). The server answers the first kind
+        without waiting for the model (a quote or a decline costs milliseconds)."""
+        def none() -> Answer:
+            raise AssertionError("answered without the model")
+
         cands = list(retrieval.candidates) if retrieval else []
         if self.cfg.answer.policy == "naive":
-            return self._naive(query, system_base, history, cands, decision, on_token, should_stop)
+            return None, lambda: self._naive(query, system_base, history, cands, decision,
+                                             on_token, should_stop)
         if retrieval is None:
             # Memory off (use_memory: false, or no memory component): the plain
             # model with the session's history, nothing planned or quoted.
-            return self._generate(query, system_base, history, [], decision, on_token, should_stop,
-                                  plan="general")
+            return None, lambda: self._generate(query, system_base, history, [], decision,
+                                                on_token, should_stop, plan="general")
         said = compose.statements(history)
         records = [compose.record_of(c) for c in cands]
         vocab = support.Vocabulary(dict(retrieval.df), retrieval.n_docs)
@@ -201,25 +255,28 @@ class Pipeline:
         if plan.action == "decline":
             if on_token:
                 on_token(policy.DECLINE)
-            return Answer(policy.DECLINE, "declined", plan="decline")
+            return Answer(policy.DECLINE, "declined", plan="decline"), none
         if plan.action == "general":
-            return self._generate(query, system_base, history, [], decision, on_token, should_stop,
-                                  plan="general")
+            return None, lambda: self._generate(query, system_base, history, [], decision,
+                                                on_token, should_stop, plan="general")
         by_id = {c.id: c for c in cands}
         chosen = list(plan.records[:acfg.max_records])
         sources = [by_id[r.id] for r in chosen if r.id in by_id]
         if compose.should_quote(plan, decision.mode, acfg.quote_max_words):
-            return self._quote(chosen[0], by_id, on_token, fallback=False)
-        ans = self._generate(query, system_base, history, chosen, decision, None, should_stop,
-                             plan="answer")
-        if ans.finish_reason in ("cancelled", "timeout"):
-            return ans
-        text, grounded = compose.accept_generated(ans.text, chosen, query)
-        if not grounded:
-            return self._quote(chosen[0], by_id, on_token, fallback=True)
-        if on_token:
-            on_token(text)
-        return dataclasses.replace(ans, text=text, sources=sources, grounded=True)
+            return self._quote(chosen[0], by_id, on_token, fallback=False), none
+
+        def grounded() -> Answer:
+            ans = self._generate(query, system_base, history, chosen, decision, None,
+                                 should_stop, plan="answer")
+            if ans.finish_reason in ("cancelled", "timeout"):
+                return ans
+            text, ok = compose.accept_generated(ans.text, chosen, query)
+            if not ok:
+                return self._quote(chosen[0], by_id, on_token, fallback=True)
+            if on_token:
+                on_token(text)
+            return dataclasses.replace(ans, text=text, sources=sources, grounded=True)
+        return None, grounded
 
     def _quote(self, r: policy.Record, by_id: dict[int, Candidate],
                on_token: Callable[[str], None] | None, *, fallback: bool) -> Answer:
@@ -272,11 +329,18 @@ class Pipeline:
         """One answer; turns of one session run one at a time (each sees the one before)."""
         sid = args.get("session_id")
         if not sid:
-            return self._query(args, ctx)
+            return self.finish(self.prepare(args, ctx))
         with self.sessions.turn(sid, ctx.should_stop):
-            return self._query(args, ctx)
+            return self.finish(self.prepare(args, ctx))
 
-    def _query(self, args: dict[str, Any], ctx: QueryContext) -> dict[str, Any]:
+    def prepare(self, args: dict[str, Any], ctx: QueryContext) -> "Prepared":
+        """Embed, retrieve, route and plan; answered already when the plan needs no model.
+
+        The server runs this for a query without a session on its fast lane and
+        ``finish`` there too when ``needs_model`` is False; otherwise ``finish``
+        runs on the generation lane. A query with a session runs both under the
+        session's turn lock (``query``).
+        """
         t0 = time.perf_counter()
         lat = {"embedding": 0.0, "retrieval": 0.0, "routing": 0.0, "generation": 0.0}
         icfg = self.cfg.inference
@@ -287,7 +351,8 @@ class Pipeline:
         use_memory = bool(args.get("use_memory", True)) and self.cfg.memory.enabled
 
         t = time.perf_counter()
-        qvec = self._embed(query) if (use_memory and self.memory) or self.router else None
+        qvec = (self._embed(query, ctx.embed) if (use_memory and self.memory) or self.router
+                else None)
         lat["embedding"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         retrieval = self._retrieve(query, qvec, use_memory)
@@ -321,9 +386,23 @@ class Pipeline:
             return None
 
         t = time.perf_counter()
-        ans = self._answer(query, system, session.history if session else [], retrieval,
-                           decision, on_token=ctx.on_token, should_stop=stop)
+        ans, later = self._answer_steps(query, system, session.history if session else [],
+                                        retrieval, decision, on_token=ctx.on_token,
+                                        should_stop=stop)
         lat["generation"] = (time.perf_counter() - t) * 1000
+        return Prepared(ctx, t0, lat, query, sid, session, use_memory, qvec, retrieval, x,
+                        decision, h_next, ans, later)
+
+    def finish(self, p: "Prepared") -> dict[str, Any]:
+        """Generate when the plan needs it, then shape, log and hand off the answer."""
+        ctx, lat, query, sid, session = p.ctx, p.lat, p.query, p.sid, p.session
+        decision, x, retrieval = p.decision, p.x, p.retrieval
+        ans = p.answer
+        if ans is None:
+            t = time.perf_counter()
+            ans = p.later()
+            lat["generation"] += (time.perf_counter() - t) * 1000
+        t0 = p.t0
         gen = ans.gen
         if ans.finish_reason == "cancelled":
             raise Cancelled("the request was cancelled", request_id=ctx.request_id,
@@ -363,9 +442,10 @@ class Pipeline:
             result["session_id"] = sid
         self._record(ctx.request_id, sid, query, result, x)
         if sid:
-            self.sessions.append(sid, ctx.request_id, query, ans.text, h_next)
-        self._after_answer(ctx.request_id, sid, query, ans, qvec, quality, x, decision,
-                           lat["total"] / 1000, session.turn_index if session else 0, use_memory)
+            self.sessions.append(sid, ctx.request_id, query, ans.text, p.h_next)
+        self._after_answer(ctx.request_id, sid, query, ans, p.qvec, quality, x, decision,
+                           lat["total"] / 1000, session.turn_index if session else 0,
+                           p.use_memory)
         return result
 
     def _after_answer(self, request_id: str, sid: str | None, query: str, ans: Answer,

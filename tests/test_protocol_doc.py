@@ -21,7 +21,14 @@ from ruvllm_edge.server import dispatch, lanes
 from ruvllm_edge.server.ops import OPS, SCHEMAS
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
-LANE_NAMES = {"inline": "socket thread", "gen": "`gen`", "aux": "`aux`", "slow": "`slow`"}
+LANE_NAMES = {"inline": "socket thread", "gen": "`gen`", "fast": "`fast`", "aux": "`aux`",
+              "slow": "`slow`"}
+
+
+def runs_on(op: object) -> str:
+    """The op table's "runs on" cell: a query without a session starts on `fast`."""
+    lane = LANE_NAMES[op.lane]                                  # type: ignore[attr-defined]
+    return f"`fast`, then {lane}" if op.starts_on is not None else lane   # type: ignore[attr-defined]
 
 
 def sections() -> dict[str, str]:
@@ -66,7 +73,7 @@ def test_the_op_table_lists_every_op_with_its_lane_and_args() -> None:
     assert set(documented) == set(OPS), "ops missing from / extra in the doc's op table: " \
         f"{set(OPS) ^ set(documented)}"
     for name, (_, lane, args) in documented.items():
-        assert lane == LANE_NAMES[OPS[name].lane], (name, lane, OPS[name].lane)
+        assert lane == runs_on(OPS[name]), (name, lane, OPS[name].lane)
         assert (ticked(args) or []) == list(SCHEMAS[name]), (name, args)
         if not SCHEMAS[name]:
             assert args == "none", name
@@ -80,6 +87,14 @@ def test_the_flow_control_table_puts_every_op_on_its_lane() -> None:
         assert name in listed or any(p.endswith(".*") and name.startswith(p[:-1])
                                      for p in listed), (name, op.lane, listed)
     assert f"| `slow` | `learn`, `backup` | {lanes.SLOW_QUEUE} |" in SECTIONS["Flow control"]
+    for name, op in OPS.items():
+        if op.starts_on is not None:                  # where it starts is listed too
+            assert name in by_lane["`fast`"], name
+    server = ServerConfig()
+    for row in rows:
+        if row[0] in ("`gen`", "`fast`", "`aux`"):
+            assert row[2].endswith(f"({server.max_queue})"), row
+    assert rows[2][3] == f"`server.fast_workers` ({server.fast_workers})", rows[2]
 
 
 def _expect_notes(spec: protocol.Arg) -> list[str]:
@@ -162,7 +177,7 @@ def test_limits_and_defaults_are_the_codes() -> None:
     server = ServerConfig()
     expect = {f"server.{k}": getattr(server, k) for k in (
         "max_message_bytes", "drop_message_bytes", "max_queue", "max_concurrent_requests",
-        "rate_limit_per_s", "rate_limit_burst", "request_timeout_ms")}
+        "fast_workers", "rate_limit_per_s", "rate_limit_burst", "request_timeout_ms")}
     expect |= {"slow_queue": lanes.SLOW_QUEUE, "max_id_chars": protocol.MAX_ID_CHARS,
                "max_depth": protocol.MAX_DEPTH}
     assert {k: type(v)(rows[k]) for k, v in expect.items()} == expect

@@ -106,7 +106,9 @@ def test_queued_ops_get_busy_when_the_queue_is_full(daemon: Daemon) -> None:
             f"q{i}", "query", {"query": "hi"})))
     r = s.replies()
     assert len(r) == 1 and r[0]["error"]["code"] == "busy" and r[0]["id"] == f"q{i}"
-    assert daemon.services.lanes.queues["gen"].qsize() == daemon.cfg.server.max_queue
+    # A query without a session is planned on the fast lane first (lanes.py).
+    assert r[0]["error"]["details"]["lane"] == "fast"
+    assert daemon.services.lanes.queues["fast"].qsize() == daemon.cfg.server.max_queue
 
 
 def test_shutdown_refuses_new_work_with_busy(daemon: Daemon) -> None:
@@ -152,7 +154,7 @@ def test_a_duplicate_in_flight_id_is_refused_on_its_connection_only(daemon: Daem
     for x in r:
         assert x["error"]["code"] == "bad_request"
         assert x["error"]["details"] == {"field": "id", "in_flight": True}
-    first = daemon.services.lanes.queues["gen"].get_nowait()
+    first = daemon.services.lanes.queues["fast"].get_nowait()
     daemon.services.lanes.jobs.remove(first)            # the first one finished...
     send(daemon, s, b"c", q)                            # ...so its id is free again
     assert len(s.replies()) == 2
@@ -185,7 +187,7 @@ def test_bad_requests_reach_the_wire_with_field_and_id(daemon: Daemon) -> None:
 def test_a_request_cancelled_before_it_starts_names_itself(daemon: Daemon) -> None:
     s = FakeSocket()
     send(daemon, s, b"c", protocol.pack(protocol.make_request("cq", "query", {"query": "hi"})))
-    job = daemon.services.lanes.queues["gen"].get_nowait()
+    job = daemon.services.lanes.queues["fast"].get_nowait()
     job.cancel.set()
     in_table_at_send: list[bool] = []
 
@@ -330,3 +332,96 @@ def test_reload_takes_the_live_settings_and_names_the_rest(tmp_path: Path) -> No
     assert live.learning.replay_capacity == old.learning.replay_capacity
     assert changed_keys(live, new) == ["learning.replay_capacity", "server.max_queue"]
     assert "enabled" not in LIVE["learning"] and "max_queue" not in LIVE["server"]
+
+
+# -- lanes: cheap reads and answers from memory never wait for the model -----
+
+
+def queued_ops(d: Daemon, lane: str) -> list[str]:
+    return [j.req.op for j in list(d.services.lanes.queues[lane].queue) if j is not None]
+
+
+def test_memory_reads_and_sessionless_queries_start_on_the_fast_lane(daemon: Daemon) -> None:
+    s = FakeSocket()
+    for i, (op, args) in enumerate([("memory.search", {"query": "kayak"}), ("memory.get", {"id": 1}),
+                                    ("memory.history", {"id": 1}), ("memory.add", {"text": "x"}),
+                                    ("query", {"query": "hi"}),
+                                    ("query", {"query": "hi", "session_id": "s1"})]):
+        send(daemon, s, b"c", protocol.pack(protocol.make_request(f"r{i}", op, args)))
+    assert s.replies() == []
+    assert queued_ops(daemon, "fast") == ["memory.search", "memory.get", "memory.history", "query"]
+    assert queued_ops(daemon, "aux") == ["memory.add"]
+    assert queued_ops(daemon, "gen") == ["query"]        # a session's turns stay in order on gen
+    assert daemon.services.lanes.workers["fast"] == daemon.cfg.server.fast_workers > 0
+    assert daemon.dispatcher.batcher is not None
+
+
+def test_fast_workers_0_keeps_the_old_lanes(tmp_path: Path, models_dir: Path) -> None:
+    cfg = config.load(env={}, data_dir=str(tmp_path / "d"), models_dir=str(models_dir))
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, fast_workers=0))
+    d = Daemon(cfg)
+    try:
+        s = FakeSocket()
+        send(d, s, b"c", protocol.pack(protocol.make_request("a", "memory.search", {"query": "k"})))
+        send(d, s, b"c", protocol.pack(protocol.make_request("b", "query", {"query": "hi"})))
+        assert queued_ops(d, "aux") == ["memory.search"] and queued_ops(d, "gen") == ["query"]
+        assert queued_ops(d, "fast") == [] and d.services.lanes.workers["fast"] == 0
+        assert d.dispatcher.batcher is None
+    finally:
+        d.db.close()
+        d.lock.release()
+
+
+def start_on_fast(d: Daemon, s: "FakeSocket", rid: str, query: str) -> Job:
+    send(d, s, b"c", protocol.pack(protocol.make_request(rid, "query", {"query": query})))
+    job = d.services.lanes.queues["fast"].get_nowait()
+    assert job.lane == "fast"
+    return job
+
+
+def test_a_question_answered_from_memory_finishes_on_the_fast_lane(daemon: Daemon) -> None:
+    daemon.services.components.memory.add("The gate code for unit 4 is 1028.", kind="fact")
+    s = FakeSocket()
+    job = start_on_fast(daemon, s, "q1", "What is the gate code for unit 4?")
+    out: list[dict[str, Any]] = []
+    assert daemon.dispatcher.run(job, out.append) is False       # done here, not moved
+    res = out[-1]["result"]
+    assert res["finish_reason"] == "memory" and res["context"]["plan"] == "answer"
+    assert "1028" in res["text"] and res["usage"]["completion_tokens"] == 0
+    assert daemon.services.lanes.queues["gen"].empty()
+    assert daemon.services.lanes.jobs.find_by_client(b"c", "q1") is None
+    row = daemon.db.read("SELECT status FROM requests WHERE id = ?", (job.request_id,)).fetchone()
+    assert row == ("memory",)                                     # the request log has it
+
+
+def test_a_query_that_needs_the_model_moves_to_gen_and_cancel_still_finds_it(
+        daemon: Daemon) -> None:
+    s = FakeSocket()
+    job = start_on_fast(daemon, s, "q2", "Write a short poem about the sea.")
+    out: list[dict[str, Any]] = []
+    assert daemon.dispatcher.run(job, out.append) is True        # planned, then moved
+    assert out == []                                              # no reply yet
+    gen = daemon.services.lanes.queues["gen"]
+    assert gen.qsize() == 1 and job.lane == "gen" and job.resume is not None
+    send(daemon, s, b"c", protocol.pack(protocol.make_request("c1", "cancel",
+                                                              {"request_id": "q2"})))
+    assert s.replies()[0]["result"] == {"request_id": job.request_id, "cancelled": True,
+                                        "state": "queued"}              # waiting for gen
+    moved = gen.get_nowait()
+    assert daemon.dispatcher.run(moved, out.append) is False
+    err = out[-1]["error"]
+    assert err["code"] == "cancelled" and err["details"]["request_id"] == job.request_id
+    assert daemon.services.lanes.jobs.find_by_client(b"c", "q2") is None
+
+
+def test_a_full_gen_lane_at_the_move_answers_busy(daemon: Daemon) -> None:
+    s = FakeSocket()
+    job = start_on_fast(daemon, s, "q3", "Write a short poem about the sea.")
+    gen = daemon.services.lanes.queues["gen"]
+    for i in range(gen.maxsize):
+        gen.put_nowait(Job.internal(f"filler{i}", lambda: None))
+    out: list[dict[str, Any]] = []
+    assert daemon.dispatcher.run(job, out.append) is False
+    err = out[-1]["error"]
+    assert err["code"] == "busy" and err["details"]["lane"] == "gen"
+    assert daemon.services.lanes.jobs.find_by_client(b"c", "q3") is None

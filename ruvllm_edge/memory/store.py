@@ -22,7 +22,7 @@ in types.py.
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -168,12 +168,17 @@ class MemoryStore:
                                         min_relevance=min_relevance, filters=filters)
 
     def search(self, query: str, k: int = 10, *, kinds: Sequence[str] | None = None,
-               metadata: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """memory.search: the retrieval pipeline without the relevance floor, optionally filtered."""
+               metadata: Mapping[str, Any] | None = None,
+               embed: Callable[[str], np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """memory.search: the retrieval pipeline without the relevance floor, optionally filtered.
+
+        ``embed`` replaces ``embedder.embed`` (the server's batching one, embed_batch.py).
+        """
         if not isinstance(query, str) or not query.strip():
             raise BadRequest("query must be a non-empty string", field="query")
         filters = retrieval.Filters.of(kinds, metadata)
-        return retrieval.search_rows(self.retrieve(query, self.embedder.embed(query), k,
+        qvec = (embed or self.embedder.embed)(query)
+        return retrieval.search_rows(self.retrieve(query, qvec, k,
                                                    min_relevance=0.0, filters=filters))
 
     @property

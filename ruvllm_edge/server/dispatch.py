@@ -17,10 +17,11 @@ from typing import Any, Callable, Mapping
 import zmq
 
 from .. import protocol
+from ..embed_batch import EmbedBatcher
 from ..errors import BadRequest, Busy, Cancelled, Internal, NotFound, RuvError, Timeout
 from ..pipeline import new_request_id
 from .lanes import Job
-from .ops.base import Op, OpContext
+from .ops.base import Moved, Op, OpContext
 from .services import Services
 from .transport import Transport
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], None]
 BUSY_RETRY_MS = 500        # the retry_after_ms hint of a full queue (docs/protocol.md)
 SHUTDOWN_RETRY_MS = 1000   # ... and of a daemon that is draining
+BATCH_MAX = 16             # texts per embedding run (embed_batch.py): past 16 it costs more
+BATCH_RUNS = 1             # one embedding run at a time: the other core runs retrievals
 
 
 def field_named_in(message: str, schema: Mapping[str, Any]) -> str:
@@ -48,21 +51,34 @@ class Dispatcher:
         self.ops = dict(ops)     # a copy: tests may swap one op for a faulty one
         self.s = services
         self.transport = transport
+        # The daemon builds Lanes before this reads the config; its threads start
+        # in serve(), so the fast lane's size is set here (0: no fast lane).
+        self.fast = services.cfg.server.fast_workers > 0
+        services.lanes.workers["fast"] = services.cfg.server.fast_workers
+        emb = services.components.embedder
+        # Concurrent ops on the fast lane share embedding runs (embed_batch.py).
+        self.batcher = (EmbedBatcher(emb.embed_batch, max_batch=BATCH_MAX, max_running=BATCH_RUNS,
+                                     expected=lambda: services.lanes.in_flight("fast"))
+                        if emb is not None and self.fast else None)
 
     # -- validate ----------------------------------------------------------
 
-    def lane_of(self, op: Op) -> str | None:
-        """The op's lane, or None when it is switched off in this daemon."""
+    def lane_of(self, op: Op, args: Mapping[str, Any] | None = None) -> str | None:
+        """The lane a request starts on, or None when the op is switched off in this daemon."""
         comps = self.s.components
         if op.requires == "memory" and comps.memory is None and not comps.memory_error:
             return None
+        if op.starts_on is not None and args is not None and self.fast:
+            return op.starts_on(args) or op.lane
+        if op.lane == "fast" and not self.fast:
+            return "aux"
         return op.lane
 
     def admit(self, sock: zmq.Socket, ident: bytes, prefix: list[bytes],
               req: protocol.Request, accepting: bool) -> None:
         """Route one decoded request: run it inline, queue it, or refuse it."""
         op = self.ops.get(req.op)
-        lane = self.lane_of(op) if op is not None else None
+        lane = self.lane_of(op, req.args) if op is not None else None
         if op is None or not op.passive:
             self.s.touch()   # pre-empts idle-time learning within a token
         if op is None or lane is None:
@@ -84,7 +100,7 @@ class Dispatcher:
                 "per request", field="id", in_flight=True), req.op)
             return
         request_id = new_request_id() if op.new_request_id else req.id
-        job = Job(ident, prefix, req, request_id)
+        job = Job(ident, prefix, req, request_id, lane=lane)
         job.deadline = job.enqueued + self.s.cfg.server.request_timeout_ms / 1000
         if lane == "inline":
             self.run(job, lambda msg: sock.send_multipart([ident, *prefix, protocol.pack(msg)]),
@@ -104,21 +120,41 @@ class Dispatcher:
                                            retry_after_ms=BUSY_RETRY_MS), req.op)
             return
         self.s.metrics.deferred.set(self.s.lanes.queued())
+        if lane == "fast" and op.embeds and self.batcher is not None:
+            text = req.args.get(op.embeds)
+            if isinstance(text, str) and req.args.get("use_memory", True):
+                self.batcher.prefetch(text)   # batched with the other queued requests
 
     # -- execute -----------------------------------------------------------
 
-    def run_queued(self, job: Job) -> None:
-        """A worker's entry point: the daemon's own tasks, or an op replying through PUSH."""
+    def run_queued(self, job: Job) -> bool:
+        """A worker's entry point: the daemon's own tasks, or an op replying through PUSH.
+
+        True when the op moved on to another lane (it is not done yet).
+        """
         if job.task is not None:
             try:
                 job.task()
             except Exception:  # noqa: BLE001 - a failing task must not kill its worker
                 log.exception("background task failed", extra={"task": job.req.op})
-            return
-        self.run(job, lambda msg: self.transport.worker_send(job.ident, job.prefix, msg))
+            return False
+        return self.run(job, lambda msg: self.transport.worker_send(job.ident, job.prefix, msg))
 
-    def run(self, job: Job, send_any: Send, inline: bool = False) -> None:
-        """Run an op and send its reply; every exception becomes an error reply."""
+    def _move(self, job: Job, moved: Moved) -> bool:
+        """Queue the rest of a request on ``moved.lane``; ``busy`` when that lane is full."""
+        if self.s.lanes.move_to(moved.lane, job, moved.resume):
+            self.s.metrics.deferred.set(self.s.lanes.queued())
+            return True
+        q = self.s.lanes.queues[moved.lane]
+        raise Busy(f"{q.maxsize} requests are already queued; retry later", lane=moved.lane,
+                   queue=q.maxsize, retry_after_ms=BUSY_RETRY_MS)
+
+    def run(self, job: Job, send_any: Send, inline: bool = False) -> bool:
+        """Run an op and send its reply; every exception becomes an error reply.
+
+        Returns True when the op moved on to another lane (``OpContext.move_to``):
+        no reply yet, and the metrics are taken when it ends there.
+        """
 
         def send(msg: dict[str, Any]) -> None:
             if "ok" in msg and not inline:
@@ -130,8 +166,10 @@ class Dispatcher:
         name = job.req.op
         op = self.ops[name]
         m = self.s.metrics
-        t0 = time.perf_counter()
+        t0 = job.t_first or time.perf_counter()
+        job.t_first = t0
         status = "ok"
+        moved = False
         try:
             if job.cancel.is_set():
                 raise Cancelled("the request was cancelled before it started",
@@ -143,7 +181,15 @@ class Dispatcher:
             if not inline:
                 m.processing.inc()
             try:
-                result = op.execute(OpContext(self.s, job, send), job.req.args)
+                resume, job.resume = job.resume, None
+                if resume is not None:
+                    result = resume()
+                else:
+                    result = op.execute(OpContext(self.s, job, send, self.batcher),
+                                        job.req.args)
+            except Moved as mv:
+                moved = self._move(job, mv)
+                return True
             finally:
                 if not inline:
                     m.processing.dec()
@@ -169,12 +215,19 @@ class Dispatcher:
             m.errors.labels(err.code).inc()
             send(protocol.error_reply(job.req.id, err.to_wire()))
         finally:
-            dt = time.perf_counter() - t0
-            if not op.passive:
-                self.s.touch()  # idle time counts from the end of the last request
-            m.requests.labels(name, status).inc()
-            m.latency.labels(name).observe(dt)
-            if not op.passive:
-                log.info("request", extra={"op": name, "id": job.req.id, "status": status,
-                                           "ms": round(dt * 1000, 1)})
+            if not moved:
+                self._account(job, op, status, time.perf_counter() - t0)
+        return False
+
+    def _account(self, job: Job, op: Op, status: str, dt: float) -> None:
+        """Metrics and the request log line of one finished request."""
+        name = op.name
+        m = self.s.metrics
+        if not op.passive:
+            self.s.touch()  # idle time counts from the end of the last request
+        m.requests.labels(name, status).inc()
+        m.latency.labels(name).observe(dt)
+        if not op.passive:
+            log.info("request", extra={"op": name, "id": job.req.id, "status": status,
+                                       "ms": round(dt * 1000, 1)})
 

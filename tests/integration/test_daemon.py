@@ -258,8 +258,10 @@ def test_busy_when_queue_full(start_daemon) -> None:
     s2 = b.stream("Say hi.", max_tokens=4)       # s2 waits in the queue (size 1)
     time.sleep(0.2)
     with pytest.raises(ClientError) as err:
-        c.query("And me?", max_tokens=4)
-    assert err.value.code == "busy"
+        c.query("Write a poem about rain.", max_tokens=4)   # needs the model: gen is full
+    assert err.value.code == "busy" and err.value.details["lane"] == "gen"
+    # A question the memory answers (here: declines) needs no model: answered at once.
+    assert c.query("And me?", max_tokens=4)["finish_reason"] == "declined"
     a.cancel(s1.id)
     with pytest.raises(ClientError):
         list(it)

@@ -11,6 +11,7 @@ node_modules are there).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -68,50 +69,67 @@ def doc_section(title: str) -> str:
     return DOC.split(f"\n{title}\n", 1)[1].split("\n#", 1)[0]
 
 
-def test_rate_limit_defaults_health_counts_and_retry_after(daemon: DaemonProcess) -> None:
-    """Documented: burst 100 and 50/s per connection, every message counts (health too),
-    `rate_limited` carries `retry_after_ms`, and waiting that long is enough."""
+def documented_default(key: str) -> float:
+    """A default from the document's "Limits and defaults" table."""
+    for line in doc_section("## Limits and defaults").splitlines():
+        if line.startswith(f"| `{key}` |"):
+            return float(line.split("|")[2])
+    raise AssertionError(f"{key} is not in the limits table")
+
+
+def test_rate_limit_defaults_every_message_counts_and_retry_after(daemon: DaemonProcess) -> None:
+    """Documented: the default burst and rate per connection, every message counts
+    (malformed and health too), `rate_limited` carries `retry_after_ms`, and waiting
+    that long is enough."""
+    rate = documented_default("server.rate_limit_per_s")
+    burst = int(documented_default("server.rate_limit_burst"))
+    n = burst + 600
     r = Raw(daemon.endpoint)
     try:
         t0 = time.monotonic()
-        for i in range(150):
-            r.send({"v": 1, "id": f"h{i}", "op": "health"})
-        replies = [r.recv() for _ in range(150)]
+        for i in range(n):     # the cheapest messages: an op the daemon does not know
+            r.send({"v": 1, "id": f"h{i}", "op": "no.such.op"})
+        replies = [r.recv() for _ in range(n)]
         elapsed = time.monotonic() - t0
-        ok = [x for x in replies if x["ok"]]
-        limited = [x for x in replies if not x["ok"]]
-        assert {x["error"]["code"] for x in limited} == {"rate_limited"}
-        assert 100 <= len(ok) <= 100 + 50 * elapsed + 1, (len(ok), elapsed)
+        limited = [x for x in replies if x["error"]["code"] == "rate_limited"]
+        passed = [x for x in replies if x["error"]["code"] != "rate_limited"]
+        assert {x["error"]["code"] for x in passed} == {"unknown_op"}
+        assert burst <= len(passed) <= burst + rate * elapsed + 1, (len(passed), elapsed)
+        # The flood outran the refill here unless the machine was very slow.
+        assert limited or n <= burst + rate * elapsed + 1
+        if not limited:
+            return
         d = limited[0]["error"]["details"]
-        assert d["burst"] == 100 and d["rate_per_s"] == 50.0
-        assert 0 < d["retry_after_ms"] <= 20          # one token at 50/s
+        assert d["burst"] == burst and d["rate_per_s"] == rate
+        assert 0 < d["retry_after_ms"] <= math.ceil(1000 / rate) + 1    # about one token
         assert limited[-1]["id"].startswith("h")      # the id is echoed
-        # Each refusal of the burst gets its own slot, 1/rate apart...
+        # Each refusal gets its own slot, 1/rate apart (tests/test_server.py checks the
+        # slots; a flood that outlasts a slot is let through in part between refusals,
+        # so here only the last hint is relied on): after it, every refused one passes.
         hints = [x["error"]["details"]["retry_after_ms"] for x in limited]
-        assert all(b > a for a, b in zip(hints, hints[1:])), hints
-        assert hints[-1] >= 20 * (len(hints) - 1) * 0.5, hints
-        # ...so retrying each after its own hint lets every one through.
-        start = time.monotonic()
-        retried = []
-        for x, hint in sorted(zip(limited, hints), key=lambda p: p[1]):
-            time.sleep(max(0.0, start + hint / 1000 - time.monotonic()))
-            retried.append(r.ask({"v": 1, "id": "re-" + x["id"], "op": "health"}))
+        assert all(h > 0 for h in hints), hints
+        time.sleep(max(hints) / 1000)
+        retried = [r.ask({"v": 1, "id": "re-" + x["id"], "op": "health"}) for x in limited]
         assert all(x["ok"] for x in retried), [x for x in retried if not x["ok"]][:3]
     finally:
         r.close()
 
 
 def test_busy_on_a_full_shared_queue_with_its_retry_hint(daemon: DaemonProcess) -> None:
-    """Cheap memory ops queue on `aux` (16): pipelining 40 at once meets `busy`."""
+    """Memory reads queue on `fast` (max_queue, fast_workers running): pipelining far more
+    than both at once meets `busy` naming the lane."""
+    queue = int(documented_default("server.max_queue"))
+    n = 2 * queue + int(documented_default("server.fast_workers"))
     r = Raw(daemon.endpoint)
     try:
-        for i in range(40):
+        for i in range(n):
             r.send({"v": 1, "id": f"s{i}", "op": "memory.search", "args": {"query": f"cat {i}"}})
-        replies = {x["id"]: x for x in (r.recv() for _ in range(40))}
+        replies = {x["id"]: x for x in (r.recv(timeout_s=120) for _ in range(n))}
         busy = [x for x in replies.values() if not x["ok"]]
         assert busy and {x["error"]["code"] for x in busy} == {"busy"}
-        assert busy[0]["error"]["details"] == {"lane": "aux", "queue": 16, "retry_after_ms": 500}
-        assert len(replies) - len(busy) >= 16
+        assert busy[0]["error"]["details"] == {"lane": "fast", "queue": queue,
+                                               "retry_after_ms": 500}
+        assert len(replies) - len(busy) >= queue
     finally:
         r.close()
 

@@ -98,7 +98,8 @@ def search_filters(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def search(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
-    return {"hits": store_of(ctx).search(a["query"], a.get("k", 10), **search_filters(a))}
+    return {"hits": store_of(ctx).search(a["query"], a.get("k", 10), **search_filters(a),
+                                         embed=ctx.embed)}
 
 
 def get(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +116,10 @@ def delete(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def stats(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
-    return store_of(ctx).stats()
+    out = store_of(ctx).stats()
+    if ctx.batcher is not None:
+        out["embed_batches"] = ctx.batcher.stats.as_dict()
+    return out
 
 
 def export(ctx: OpContext, a: dict[str, Any]) -> dict[str, Any]:
@@ -137,14 +141,14 @@ OPS = [
         "text": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
         "metadata": METADATA,
     }, update, requires="memory"),
-    Op("memory.history", "aux", {"id": NODE_ID}, history, requires="memory"),
-    Op("memory.search", "aux", {
+    Op("memory.history", "fast", {"id": NODE_ID}, history, requires="memory"),
+    Op("memory.search", "fast", {
         "query": Arg(str, required=True, min_len=1, max_len=TEXT_MAX),
         "k": Arg(int, lo=1, hi=100, default=10),
         "kind": Arg((str, list), min_len=1, max_len=16),
         "metadata": METADATA,
-    }, search, requires="memory"),
-    Op("memory.get", "aux", {"id": NODE_ID}, get, requires="memory"),
+    }, search, requires="memory", embeds="query"),
+    Op("memory.get", "fast", {"id": NODE_ID}, get, requires="memory"),
     Op("memory.delete", "aux", {"id": NODE_ID}, delete, requires="memory"),
     Op("memory.stats", "aux", {}, stats, requires="memory"),
     Op("memory.export", "aux", {

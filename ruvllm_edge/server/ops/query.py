@@ -27,6 +27,12 @@ ARGS = {
 }
 
 
+def starts_on(args: Any) -> str | None:
+    """A query without a session is planned on the fast lane (lanes.py); one with a
+    session runs whole on ``gen`` under its turn lock (sessions.py)."""
+    return None if args.get("session_id") else "fast"
+
+
 def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     job = ctx.job
     seq = 0
@@ -42,10 +48,22 @@ def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
                         deadline=job.enqueued + budget / 1000 if budget else None,
                         on_token=on_token if args.get("stream") else None,
                         should_stop=job.should_stop,
-                        queue_len=ctx.s.lanes.queues["gen"].qsize())
-    result = ctx.s.pipeline.query(args, qctx)
-    record(ctx, result)
-    return result
+                        queue_len=ctx.s.lanes.queues["gen"].qsize(), embed=ctx.embed)
+    pipeline = ctx.s.pipeline
+    if job.lane != "fast":
+        result = pipeline.query(args, qctx)
+        record(ctx, result)
+        return result
+    prep = pipeline.prepare(args, qctx)
+
+    def finish() -> dict[str, Any]:
+        result = pipeline.finish(prep)
+        record(ctx, result)
+        return result
+
+    if prep.needs_model:
+        ctx.move_to("gen", finish)
+    return finish()
 
 
 def record(ctx: OpContext, result: dict[str, Any]) -> None:
@@ -65,4 +83,5 @@ def record(ctx: OpContext, result: dict[str, Any]) -> None:
             m.router_fallbacks.inc()
 
 
-OPS = [Op("query", "gen", ARGS, execute, new_request_id=True)]
+OPS = [Op("query", "gen", ARGS, execute, new_request_id=True, starts_on=starts_on,
+          embeds="query")]
