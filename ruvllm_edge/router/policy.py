@@ -36,7 +36,7 @@ import numpy as np
 from .. import fsutil
 from ..config import RouterConfig
 from . import fastgrnn as fg
-from .features import FEATURE_NAMES, N_FEATURES
+from .features import EMBED_DIM, FEATURE_NAMES, N_FEATURES, FeatureInputs, build_features
 from .state import TrainState
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,18 @@ class Router:
             self._state, self._infer = new, infer
             self.version += 1
             return self.version
+
+    def warm_up(self) -> None:
+        """Load (or compile) the routing kernels now, so the first request never waits on them.
+
+        numba loads a kernel from its cache (or compiles it) on the first call
+        with a given signature; this makes that call at start-up, with the
+        argument types of the request path (``build_features`` then ``predict``).
+        """
+        vec = np.zeros(EMBED_DIM, dtype=np.float32)
+        vec[0] = 1.0
+        self.predict(build_features(FeatureInputs(query="warm up", query_tokens=3,
+                                                  query_vec=vec)))
 
     def initial_hidden(self) -> np.ndarray:
         return np.zeros(self.layout.hidden, dtype=np.float32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models as catalogue
+from .. import kernels, models as catalogue
 from ..config import Config, LearningConfig
 from ..errors import RuvError
 from ..memory.db import Database
@@ -36,14 +36,22 @@ class Components:
     replay: Any = None
     memory_error: str | None = None   # why the embedder (so memory and router) is missing
     learning_job: Any = None          # learning.jobs.RouterLearningJob, once make_scheduler ran
+    # Where installed first-start routers are looked up (router/prior.py); None: never.
+    cache_dir: Path | None = None
+    # Where this start's router came from: "saved" (the data dir's router.npz),
+    # "installed" (precomputed by `ruvllm-edge warm`) or "trained" (just now).
+    router_source: str | None = None
 
     @property
     def router_path(self) -> Path:
         return self.data_dir / ROUTER_FILE
 
     @classmethod
-    def build(cls, cfg: Config, db: Database, data_dir: Path) -> "Components":
-        c = cls(cfg, db, data_dir)
+    def build(cls, cfg: Config, db: Database, data_dir: Path,
+              cache_dir: Path | None = None) -> "Components":
+        """The parts the config asks for; ``cache_dir``: where ``warm`` put its precomputed
+        first-start routers (the daemon passes ``prior.default_cache_dir()``)."""
+        c = cls(cfg, db, data_dir, cache_dir=cache_dir)
         if cfg.memory.enabled or cfg.router.enabled:
             c._build_embedder()
         if cfg.memory.enabled and c.embedder is not None:
@@ -75,20 +83,36 @@ class Components:
                       extra={"error": str(exc)})
 
     def _build_router(self) -> None:
-        from ..learning.curriculum import initial_router
         from ..learning.replay import ReplayBuffer
         from ..router.policy import Router
 
         t0 = time.monotonic()
-        self.router = (Router.load_usable(self.router_path, self.cfg.router)
-                       or initial_router(self.cfg.router, self.cfg.learning))
+        router, source = Router.load_usable(self.router_path, self.cfg.router), "saved"
+        if router is None:
+            router, source = self._first_start_router()
         if not self.router_path.exists():
-            self.router.save(self.router_path)   # the next start loads instead of re-deriving
-        log.info("router ready", extra={"version": self.router.version,
-                                        "bytes": self.router.size_bytes(),
+            router.save(self.router_path)   # the next start loads instead of re-deriving
+        router.warm_up()   # its kernels load now, not on the first request
+        self.router, self.router_source = router, source
+        log.info("router ready", extra={"version": router.version, "source": source,
+                                        "bytes": router.size_bytes(),
                                         "s": round(time.monotonic() - t0, 3)})
         if self.cfg.learning.enabled:
             self.replay = ReplayBuffer(self.db, self.cfg.learning.replay_capacity)
+
+    def _first_start_router(self) -> tuple[Any, str]:
+        """No router in the data dir: the one `warm` installed for this config, else train it."""
+        from ..learning.curriculum import initial_key, initial_router
+        from ..router import prior
+
+        if self.cache_dir is not None:
+            key = initial_key(self.cfg.router, self.cfg.learning)
+            router = prior.load_installed(self.cache_dir, key, self.cfg.router)
+            if router is not None:
+                return router, "installed"
+            log.info("no installed first-start router for this config; training it",
+                     extra={"cache_dir": str(self.cache_dir), "key": key})
+        return initial_router(self.cfg.router, self.cfg.learning), "trained"
 
     def make_scheduler(self, pipeline: Any, engine: Any,
                        on_run: Callable[[str, str, float, dict[str, Any]], None]) -> Any:
@@ -152,12 +176,15 @@ class Components:
         if self.cfg.router.enabled:
             if self.router is not None:
                 out["router"] = {"status": "healthy", "version": self.router.version,
-                                 "size_bytes": self.router.size_bytes()}
+                                 "size_bytes": self.router.size_bytes(),
+                                 "source": self.router_source}
             else:
                 out["router"] = {"status": "degraded", "error": self.memory_error}
         if scheduler is not None:
             out["learning"] = {"status": "healthy", "running": scheduler.running,
                                "idle_s": round(scheduler.idle_for_s(), 1)}
+        if self.cfg.memory.enabled or self.cfg.router.enabled:   # the parts with numba kernels
+            out["kernels"] = {"status": "healthy", **kernels.totals()}
         return out
 
     def apply_learning(self, learning: LearningConfig, scheduler: Any) -> None:

@@ -20,6 +20,7 @@ from ..memory.db import DB_NAME, CorruptDatabase, Database
 from ..metrics import Metrics
 from ..notify import Notifier
 from ..pipeline import Pipeline
+from ..router import prior
 from ..sessions import SessionStore
 from . import lifecycle
 from .components import Components
@@ -62,7 +63,7 @@ class Daemon:
             engine.info()   # integrity check: a bad model degrades, it does not stop us
         except RuvError as exc:
             log.error("model check failed; serving degraded", extra={"error": exc.message})
-        comps = Components.build(cfg, db, data_dir)
+        comps = Components.build(cfg, db, data_dir, cache_dir=prior.default_cache_dir())
         pipeline = Pipeline(cfg, db, engine, sessions, memory=comps.memory,
                             embedder=comps.embedder, router=comps.router, replay=comps.replay)
         scheduler = comps.make_scheduler(pipeline, engine, self._on_job_run)
