@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ruvllm_edge import config, models as catalogue
 from ruvllm_edge.server.components import Components
@@ -164,5 +165,50 @@ def test_health_reports_which_kernels_were_compiled_in_this_process(tmp_path: Pa
     assert k["status"] == "healthy"
     assert k["from_cache"] + k["compiled"] == sum(v["from_cache"] + v["compiled"]
                                                   for v in used.values()) > 0
+    c.memory.close()
+    db.close()
+
+
+def test_without_an_installed_router_the_daemon_trains_it_in_the_background(
+        tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Meanwhile health says "starting", decisions are the config's fallback and nothing
+    is saved; then the trained weights are swapped in (still version 0) and saved."""
+    import threading
+
+    from ruvllm_edge.learning import curriculum
+    from ruvllm_edge.router.features import FeatureInputs, build_features
+
+    cfg = load(tmp_path, models_dir)
+    trained = curriculum.initial_router(cfg.router, cfg.learning)
+    release = threading.Event()
+
+    def slow_initial_router(*args: object) -> object:
+        assert release.wait(60)
+        return trained
+
+    monkeypatch.setattr(curriculum, "initial_router", slow_initial_router)
+    db = Database(tmp_path / "memory.db")
+    c = Components.build(cfg, db, tmp_path, cache_dir=tmp_path / "empty",
+                         background_training=True)
+    vec = np.zeros(384, np.float32)
+    vec[0] = 1.0
+    x = build_features(FeatureInputs(query="hi", query_tokens=1, query_vec=vec))
+    defaults = {"max_tokens": 99, "temperature": 0.33, "top_p": 0.77}
+    try:
+        assert c.router is not None and not c.router.ready and c.router_source == "trained"
+        assert c.health(None)["router"]["status"] == "starting"
+        d, _ = c.router.decide(x, None, defaults)
+        assert d.fallback and (d.temperature, d.top_p, d.max_tokens) == (0.33, 0.77, 99)
+        c.save()                                        # shutdown now: nothing half-made saved
+        assert not (tmp_path / "router.npz").exists()
+    finally:
+        release.set()
+    assert c.router_trainer is not None
+    c.router_trainer.join(60)
+    assert c.router.ready and c.router.version == 0
+    assert c.health(None)["router"]["status"] == "healthy"
+    assert np.array_equal(c.router.state.theta, trained.state.theta)
+    assert (tmp_path / "router.npz").exists()
+    assert c.router.decide(x, None, defaults)[0] == trained.decide(x, None, defaults)[0]
     c.memory.close()
     db.close()

@@ -66,7 +66,8 @@ class Daemon:
         model_check = threading.Thread(target=check_model, args=(engine,),
                                        name="model-check", daemon=True)
         model_check.start()
-        comps = Components.build(cfg, db, data_dir, cache_dir=prior.default_cache_dir())
+        comps = Components.build(cfg, db, data_dir, cache_dir=prior.default_cache_dir(),
+                                 background_training=True)
         model_check.join()
         pipeline = Pipeline(cfg, db, engine, sessions, memory=comps.memory,
                             embedder=comps.embedder, router=comps.router, replay=comps.replay)
