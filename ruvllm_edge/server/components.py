@@ -100,7 +100,7 @@ class Components:
         router, source = Router.load_usable(self.router_path, self.cfg.router), "saved"
         if router is None:
             router, source = self._first_start_router()
-        if not self.router_path.exists():
+        if router.ready and not self.router_path.exists():
             router.save(self.router_path)   # the next start loads instead of re-deriving
         router.warm_up()   # its kernels load now, not on the first request (placeholder too)
         self.router, self.router_source = router, source
