@@ -7,10 +7,12 @@ cache directory and start-up cache directory (``NUMBA_CACHE_DIR``,
 
 - ``restart``: a warm install restarting on its data dir (router.npz saved);
 - ``first_start``: a warm install (``ruvllm-edge warm`` ran) on a fresh data dir;
-- ``first_start_unwarmed``: warm numba cache but no installed router - the
-  first start before the warm step existed (it trains the curriculum router);
+- ``first_start_unwarmed``: warm numba cache but no installed router for the
+  config: the daemon serves the fallback while the curriculum router trains
+  in the background (health ``router.status`` ``starting``);
 - ``cold``: nothing warmed (empty numba cache, no installed router): a fresh
-  install that skipped the warm step. Slow; ``--cold`` runs (default 3).
+  install that skipped the warm step; the kernels JIT-compile before the
+  first answer. Slow; ``--cold`` runs (default 3).
 
 Byte-code is compiled first (install.sh does; the unit sets
 PYTHONDONTWRITEBYTECODE). Also timed once: the warm step itself on the empty caches. With ``--baseline

@@ -18,8 +18,22 @@ import sys
 from typing import Any
 
 
+_FOUND: tuple[int, list[tuple[str, Any]]] = (-1, [])
+
+
 def _dispatchers() -> list[tuple[str, Any]]:
-    """(qualified name, dispatcher) for every numba kernel in the loaded ruvllm_edge modules."""
+    """(qualified name, dispatcher) for every numba kernel in the loaded ruvllm_edge modules.
+
+    Memoised until another module is imported: health calls this, on the socket thread.
+    """
+    global _FOUND
+    n_modules = len(sys.modules)
+    if _FOUND[0] != n_modules:
+        _FOUND = (n_modules, _scan())
+    return _FOUND[1]
+
+
+def _scan() -> list[tuple[str, Any]]:
     numba_dispatcher = sys.modules.get("numba.core.dispatcher")
     if numba_dispatcher is None:
         return []
