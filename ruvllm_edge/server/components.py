@@ -106,7 +106,7 @@ class Components:
         self.router, self.router_source = router, source
         log.info("router ready" if router.ready else "router training in the background",
                  extra={"version": router.version, "source": source, "bytes": router.size_bytes(),
-                                        "s": round(time.monotonic() - t0, 3)})
+                        "s": round(time.monotonic() - t0, 3)})
         if self.cfg.learning.enabled:
             self.replay = ReplayBuffer(self.db, self.cfg.learning.replay_capacity)
 
