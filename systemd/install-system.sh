@@ -127,6 +127,24 @@ for f in smollm2-135m-instruct-q4_1.gguf minilm-l6-int8.onnx minilm-l6-int8.toke
   [ -r "$ROOT/models/$f" ] || note "WARNING: $ROOT/models/$f is missing: run ./install.sh (it fetches the models)"
 done
 
+# The service's own start-up caches (the unit's CacheDirectory= and the same two
+# variables): numba kernels and the first-start router for the installed config, so
+# the service neither compiles nor trains on its first start. Run as root (the
+# service user may not reach a Python under /root or /home outside the unit's
+# bind mounts), then handed to the service user. Not fatal: without them the
+# first start is slower, not broken.
+CACHE_DIR=/var/cache/ruvllm-edge
+echo "start-up caches: $CACHE_DIR"
+install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$CACHE_DIR"
+if warm_err=$(cd "$ROOT" && env NUMBA_CACHE_DIR="$CACHE_DIR/numba" RUVLLM_EDGE_CACHE="$CACHE_DIR" \
+      "$PY" -m ruvllm_edge.cli warm --config "$CONF" --models-dir "$ROOT/models" 2>&1 >/dev/null) \
+    && chown -R "$SERVICE_USER:$SERVICE_USER" "$CACHE_DIR"; then
+  note "warmed (numba kernels and first-start router)"
+else
+  printf '%s\n' "$warm_err" | tail -n 5 | sed 's/^/    /'
+  note "WARNING: warming failed; the first start compiles and trains instead (retry: sudo ./install.sh --system)"
+fi
+
 echo "units: $UNIT_DIR"
 write_units "$UNIT_DIR"
 if [ -n "$(home_paths)" ]; then

@@ -136,3 +136,37 @@ def test_initial_router_is_version_0_and_memoised(router: P.Router) -> None:
     again.state.theta[:] = 0.0          # state is a copy: the cached prior is untouched
     np.testing.assert_array_equal(C.initial_router(RouterConfig(), LearningConfig()).state.theta,
                                   router.state.theta)
+
+
+def test_initial_key_changes_with_what_the_weights_depend_on() -> None:
+    """The installed first-start router's key: same config -> same key; a config that
+    trains different weights -> another key (so it never loads a mismatched router)."""
+    r, lc = RouterConfig(), LearningConfig()
+    key = C.initial_key(r, lc)
+    assert key == C.initial_key(RouterConfig(), LearningConfig()) and len(key) == 20
+    others = {C.initial_key(dataclasses.replace(r, init_seed=r.init_seed + 1), lc),
+              C.initial_key(dataclasses.replace(r, hidden_dim=r.hidden_dim + 8), lc),
+              C.initial_key(dataclasses.replace(r, sparsity=0.9), lc),
+              C.initial_key(r, dataclasses.replace(lc, reg_weight=lc.reg_weight / 2))}
+    assert key not in others and len(others) == 4
+    # Settings that do not shape the weights keep the key (the file stays usable).
+    assert C.initial_key(dataclasses.replace(r, confidence_threshold=0.9), lc) == key
+
+
+def test_initial_key_covers_the_code_that_trains_it(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: "Path") -> None:
+    """An edit to the curriculum's source gives another key (a stale file is not used)."""
+    import shutil
+    from pathlib import Path
+
+    key = C.initial_key(RouterConfig(), LearningConfig())
+    pkg = Path(C.__file__).resolve().parent.parent
+    fake = tmp_path / "ruvllm_edge"
+    for rel in C._KEY_SOURCES:
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pkg / rel, fake / rel)
+    fake_file = fake / "learning" / "curriculum.py"
+    monkeypatch.setattr(C, "__file__", str(fake_file))
+    assert C.initial_key(RouterConfig(), LearningConfig()) == key
+    fake_file.write_text(fake_file.read_text() + "\n# an edit\n")
+    assert C.initial_key(RouterConfig(), LearningConfig()) != key

@@ -252,3 +252,21 @@ def test_router_never_imports_learning() -> None:
     for mod in (m for m in g if m.startswith("ruvllm_edge.router")):
         assert not any(d.startswith("ruvllm_edge.learning")
                        for d in importgraph.reachable(g, mod)), mod
+
+
+def test_a_router_not_ready_falls_back_never_saves_nor_installs_until_initialised(
+        router: P.Router, tmp_path: Path) -> None:
+    """The placeholder served while the first-start weights train in the background."""
+    placeholder = P.Router(router.layout, router.state, router.cfg, version=0, ready=False)
+    x = np.zeros(N_FEATURES, dtype=np.float32)
+    defaults = {"max_tokens": 50, "temperature": 0.5, "top_p": 0.8}
+    d, h = placeholder.decide(x, None, defaults)
+    assert d.fallback and d.confidence == 0.0 and not h.any()
+    placeholder.save(tmp_path / "r.npz")
+    assert not (tmp_path / "r.npz").exists()
+    assert placeholder.install(router.state) == 0          # a training run's result: dropped
+    placeholder.install_initial(router.state)
+    assert placeholder.ready and placeholder.version == 0
+    assert placeholder.decide(x, None, defaults)[0] == router.decide(x, None, defaults)[0]
+    placeholder.save(tmp_path / "r.npz")
+    assert (tmp_path / "r.npz").exists()

@@ -146,6 +146,11 @@ def test_paths_are_writable_under_protect_system_strict(service: dict[str, list[
     assert cfg.endpoint() == "ipc:///run/ruvllm-edge/ruvllm-edge.sock"
     assert cfg.data_dir == "/var/lib/ruvllm-edge/data"
     assert "ReadWritePaths" in service and service["ReadWritePaths"][0].startswith("-/")
+    # The start-up caches `ruvllm-edge warm` fills (install-system.sh) are the ones the
+    # daemon reads: numba's under the cache dir, and the first-start routers in it.
+    from ruvllm_edge.router import prior
+    assert prior.default_cache_dir(env) == Path(cache)
+    assert env["NUMBA_CACHE_DIR"].startswith(cache + "/")
 
 
 def test_home_installs_get_a_read_only_bind_drop_in(rendered: Path) -> None:

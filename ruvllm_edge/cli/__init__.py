@@ -10,6 +10,7 @@ exceptions to exit codes (circus's one dispatcher):
 - ``memory``   memory add/search/get/delete/stats/export/import
 - ``backup``   backup, restore
 - ``admin``    status, health, stats, metrics, learn
+- ``warm``     warm (install time: numba cache, first-start router)
 
 Exit codes: 0 ok, 1 the daemon answered with an error, 2 bad usage or config,
 3 the daemon could not be reached in time.
@@ -23,10 +24,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import ClientError, ClientTimeout, ConfigError
-from . import admin, backup, memory, models, query, serve
+from . import admin, backup, memory, models, query, serve, warm
 from .common import GLOBAL_DEFAULTS, global_flags
 
-GROUPS = (serve, models, query, memory, backup, admin)
+GROUPS = (serve, models, query, memory, backup, admin, warm)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,8 +16,10 @@ and its decisions and never imports ``learning/``. The composition root calls
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,11 +194,13 @@ def curriculum_samples(rng: np.random.Generator, n_sessions: int,
     return out
 
 
+N_SESSIONS = 3000   # synthetic sessions in the first-start curriculum
+STEPS = 3000        # optimiser steps over them (a third dense, then hard-thresholded)
 _INITIAL_CACHE: dict[tuple[Any, ...], TrainState] = {}
 
 
 def initial_state(layout: fg.Layout, cfg: trainer.TrainConfig, seed: int,
-                  n_sessions: int = 3000, steps: int = 3000) -> TrainState:
+                  n_sessions: int = N_SESSIONS, steps: int = STEPS) -> TrainState:
     """Train the first-start router on the curriculum: dense first, then hard-thresholded.
 
     Deterministic for a given (layout, sparsity, seed, ...), so the result is
@@ -219,6 +223,33 @@ def initial_state(layout: fg.Layout, cfg: trainer.TrainConfig, seed: int,
     state.anchor = state.theta.copy()
     _INITIAL_CACHE[key] = state.copy()
     return state
+
+
+# Every module whose code decides the trained first-start weights or their file:
+# an edit to any of them changes ``initial_key``, so a stale installed router is
+# never used (the daemon trains its own instead).
+_KEY_SOURCES = ("learning/curriculum.py", "learning/trainer.py", "learning/utility.py",
+                "router/fastgrnn.py", "router/features.py", "router/state.py",
+                "router/policy.py")
+
+
+def initial_key(cfg: RouterConfig, learning: LearningConfig) -> str:
+    """Hash of everything the first-start router depends on: its installed file's key.
+
+    Why a hash and not the config's name: any config (or curriculum code) that
+    would train different weights gets a different key, so ``ruvllm-edge warm``
+    can precompute the default config's router and a custom config still trains
+    its own on first start instead of loading one that does not match.
+    """
+    h = hashlib.sha256()
+    train_cfg = trainer.TrainConfig.from_configs(cfg, learning)
+    h.update(repr((Router.layout_for(cfg), cfg.sparsity, cfg.init_seed, sorted(
+        dataclasses.asdict(train_cfg).items()), N_SESSIONS, STEPS, np.__version__)).encode())
+    root = Path(__file__).resolve().parent.parent
+    for rel in _KEY_SOURCES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:20]
 
 
 def initial_router(cfg: RouterConfig, learning: LearningConfig) -> Router:

@@ -36,7 +36,7 @@ import numpy as np
 from .. import fsutil
 from ..config import RouterConfig
 from . import fastgrnn as fg
-from .features import FEATURE_NAMES, N_FEATURES
+from .features import EMBED_DIM, FEATURE_NAMES, N_FEATURES, FeatureInputs, build_features
 from .state import TrainState
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,15 @@ class Router:
     """
 
     def __init__(self, layout: fg.Layout, state: TrainState, cfg: RouterConfig,
-                 version: int = 0) -> None:
+                 version: int = 0, ready: bool = True) -> None:
         assert layout.n_in == N_FEATURES, (layout.n_in, N_FEATURES)
         self.layout = layout
         self.cfg = cfg
         self.version = version
+        # False while the first-start weights are still being trained in the background
+        # (``install_initial`` sets it): every decision is then the config's fallback, and
+        # the placeholder weights are never saved nor trained on.
+        self.ready = ready
         self._state = state
         self._infer = self._inference_arrays(state.theta)
         self._state_lock = threading.Lock()   # _state and version change together
@@ -185,12 +189,39 @@ class Router:
         (the next install replaces it), so readers may hold it without a lock.
         """
         assert state.theta.shape == (self.layout.size,)
+        if not self.ready:   # trained from the placeholder: the first-start weights replace it
+            log.warning("router training result dropped: the first-start router is not ready")
+            return self.version
         new = state.copy()
         infer = self._inference_arrays(new.theta)
         with self._state_lock:
             self._state, self._infer = new, infer
             self.version += 1
             return self.version
+
+    def install_initial(self, state: TrainState) -> None:
+        """The first-start weights, trained in the background, replace the placeholder.
+
+        Atomic for ``decide`` (one tuple swap, then ``ready``); the version stays 0.
+        """
+        assert state.theta.shape == (self.layout.size,)
+        new = state.copy()
+        infer = self._inference_arrays(new.theta)
+        with self._state_lock:
+            self._state, self._infer = new, infer
+            self.ready = True
+
+    def warm_up(self) -> None:
+        """Load (or compile) the routing kernels now, so the first request never waits on them.
+
+        numba loads a kernel from its cache (or compiles it) on the first call
+        with a given signature; this makes that call at start-up, with the
+        argument types of the request path (``build_features`` then ``predict``).
+        """
+        vec = np.zeros(EMBED_DIM, dtype=np.float32)
+        vec[0] = 1.0
+        self.predict(build_features(FeatureInputs(query="warm up", query_tokens=3,
+                                                  query_vec=vec)))
 
     def initial_hidden(self) -> np.ndarray:
         return np.zeros(self.layout.hidden, dtype=np.float32)
@@ -226,6 +257,9 @@ class Router:
             max_tokens = int(defaults["max_tokens"])
         except KeyError:
             raise ValueError("decide() defaults lack 'max_tokens'") from None
+        if not self.ready:   # first-start weights still training: the config's defaults
+            h_same = self.initial_hidden() if h is None else h
+            return self._fallback(defaults, max_tokens, 0.0), h_same
         out, h_next = self.predict(x, h)
         temp, top_p, ctx_f, mode_f, conf = out[fg.N_CONTEXT + fg.N_MODE:].tolist()
         ctx, mode = int(ctx_f), int(mode_f)
@@ -303,6 +337,9 @@ class Router:
         that happened to finish later.
         """
         path = Path(path)
+        if not self.ready:   # never persist the placeholder in place of the first-start weights
+            log.info("router not saved: the first-start router is still training")
+            return
         with self._save_lock:
             data, version = self._state_file()
             fsutil.atomic_write(path, data, mode)

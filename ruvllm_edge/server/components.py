@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import models as catalogue
+from .. import kernels, models as catalogue
 from ..config import Config, LearningConfig
 from ..errors import RuvError
 from ..memory.db import Database
@@ -36,14 +37,31 @@ class Components:
     replay: Any = None
     memory_error: str | None = None   # why the embedder (so memory and router) is missing
     learning_job: Any = None          # learning.jobs.RouterLearningJob, once make_scheduler ran
+    # Where installed first-start routers are looked up (router/prior.py); None: never.
+    cache_dir: Path | None = None
+    # No installed first-start router: train it in a background thread (decisions are
+    # the config's fallback meanwhile) instead of before serving. The daemon's choice.
+    background_training: bool = False
+    router_trainer: threading.Thread | None = None
+    # Where this start's router came from: "saved" (the data dir's router.npz),
+    # "installed" (precomputed by `ruvllm-edge warm`) or "trained" (just now).
+    router_source: str | None = None
 
     @property
     def router_path(self) -> Path:
         return self.data_dir / ROUTER_FILE
 
     @classmethod
-    def build(cls, cfg: Config, db: Database, data_dir: Path) -> "Components":
-        c = cls(cfg, db, data_dir)
+    def build(cls, cfg: Config, db: Database, data_dir: Path, cache_dir: Path | None = None,
+              background_training: bool = False) -> "Components":
+        """The parts the config asks for.
+
+        ``cache_dir``: where ``warm`` put its precomputed first-start routers (the
+        daemon passes ``prior.default_cache_dir()``). ``background_training``: when
+        there is none for this config, serve the config's fallback while the
+        first-start router trains in a thread, instead of training it first.
+        """
+        c = cls(cfg, db, data_dir, cache_dir=cache_dir, background_training=background_training)
         if cfg.memory.enabled or cfg.router.enabled:
             c._build_embedder()
         if cfg.memory.enabled and c.embedder is not None:
@@ -75,20 +93,73 @@ class Components:
                       extra={"error": str(exc)})
 
     def _build_router(self) -> None:
-        from ..learning.curriculum import initial_router
         from ..learning.replay import ReplayBuffer
         from ..router.policy import Router
 
         t0 = time.monotonic()
-        self.router = (Router.load_usable(self.router_path, self.cfg.router)
-                       or initial_router(self.cfg.router, self.cfg.learning))
-        if not self.router_path.exists():
-            self.router.save(self.router_path)   # the next start loads instead of re-deriving
-        log.info("router ready", extra={"version": self.router.version,
-                                        "bytes": self.router.size_bytes(),
-                                        "s": round(time.monotonic() - t0, 3)})
+        router, source = Router.load_usable(self.router_path, self.cfg.router), "saved"
+        if router is None:
+            router, source = self._first_start_router()
+        if router.ready and not self.router_path.exists():
+            router.save(self.router_path)   # the next start loads instead of re-deriving
+        router.warm_up()   # its kernels load now, not on the first request (placeholder too)
+        self.router, self.router_source = router, source
+        log.info("router ready" if router.ready else "router training in the background",
+                 extra={"version": router.version, "source": source, "bytes": router.size_bytes(),
+                        "s": round(time.monotonic() - t0, 3)})
         if self.cfg.learning.enabled:
             self.replay = ReplayBuffer(self.db, self.cfg.learning.replay_capacity)
+
+    def _first_start_router(self) -> tuple[Any, str]:
+        """No router in the data dir: the one `warm` installed for this config, else train it."""
+        from ..learning.curriculum import initial_key, initial_router
+        from ..router import prior
+
+        if self.cache_dir is not None:
+            key = initial_key(self.cfg.router, self.cfg.learning)
+            router = prior.load_installed(self.cache_dir, key, self.cfg.router)
+            if router is not None:
+                return router, "installed"
+            log.info("no installed first-start router for this config; training it",
+                     extra={"cache_dir": str(self.cache_dir), "key": key,
+                            "background": self.background_training})
+        if not self.background_training:
+            return initial_router(self.cfg.router, self.cfg.learning), "trained"
+        return self._train_in_background(), "trained"
+
+    def _train_in_background(self) -> Any:
+        """A not-ready router (fallback decisions) whose first-start weights train in a thread.
+
+        The placeholder has the right shapes (so its kernels load now); the trained
+        weights replace it atomically (``Router.install_initial``) and are saved.
+        """
+        import numpy as np
+
+        from ..learning.curriculum import initial_router
+        from ..router import fastgrnn as fg
+        from ..router.policy import Router
+        from ..router.state import TrainState
+
+        layout = Router.layout_for(self.cfg.router)
+        theta = fg.init_params(layout, np.random.default_rng(self.cfg.router.init_seed),
+                               self.cfg.router.sparsity)
+        router = Router(layout, TrainState.fresh(theta), self.cfg.router, version=0, ready=False)
+
+        def train() -> None:
+            t0 = time.monotonic()
+            try:
+                router.install_initial(initial_router(self.cfg.router, self.cfg.learning).state)
+                router.save(self.router_path)
+            except Exception:  # noqa: BLE001 - the fallback keeps serving; say why
+                log.exception("first-start router training failed; decisions stay on the fallback")
+                return
+            log.info("router ready", extra={"version": router.version, "source": "trained",
+                                            "background": True,
+                                            "s": round(time.monotonic() - t0, 3)})
+
+        self.router_trainer = threading.Thread(target=train, name="router-initial", daemon=True)
+        self.router_trainer.start()
+        return router
 
     def make_scheduler(self, pipeline: Any, engine: Any,
                        on_run: Callable[[str, str, float, dict[str, Any]], None]) -> Any:
@@ -151,13 +222,18 @@ class Components:
                 out["memory"] = {"status": "degraded", "error": self.memory_error}
         if self.cfg.router.enabled:
             if self.router is not None:
-                out["router"] = {"status": "healthy", "version": self.router.version,
-                                 "size_bytes": self.router.size_bytes()}
+                # "starting": the first-start weights are still training (fallback decisions).
+                out["router"] = {"status": "healthy" if self.router.ready else "starting",
+                                 "version": self.router.version,
+                                 "size_bytes": self.router.size_bytes(),
+                                 "source": self.router_source}
             else:
                 out["router"] = {"status": "degraded", "error": self.memory_error}
         if scheduler is not None:
             out["learning"] = {"status": "healthy", "running": scheduler.running,
                                "idle_s": round(scheduler.idle_for_s(), 1)}
+        if self.cfg.memory.enabled or self.cfg.router.enabled:   # the parts with numba kernels
+            out["kernels"] = {"status": "healthy", **kernels.totals()}
         return out
 
     def apply_learning(self, learning: LearningConfig, scheduler: Any) -> None:

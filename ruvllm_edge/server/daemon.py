@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from .. import __version__, fsutil
@@ -20,6 +21,7 @@ from ..memory.db import DB_NAME, CorruptDatabase, Database
 from ..metrics import Metrics
 from ..notify import Notifier
 from ..pipeline import Pipeline
+from ..router import prior
 from ..sessions import SessionStore
 from . import lifecycle
 from .components import Components
@@ -58,11 +60,15 @@ class Daemon:
         sessions = SessionStore(db)
         engine = InferenceEngine(cfg.inference, cfg.system, cfg.models_dir,
                                  on_load=lambda s: metrics.model_loads.labels(s).inc())
-        try:
-            engine.info()   # integrity check: a bad model degrades, it does not stop us
-        except RuvError as exc:
-            log.error("model check failed; serving degraded", extra={"error": exc.message})
-        comps = Components.build(cfg, db, data_dir)
+        # The model's integrity check (sha256, then llama.cpp reads the GGUF header) runs
+        # beside Components.build: both are done before READY, but the check is hashing
+        # and C code that releases the GIL, so on two cores it costs little extra time.
+        model_check = threading.Thread(target=check_model, args=(engine,),
+                                       name="model-check", daemon=True)
+        model_check.start()
+        comps = Components.build(cfg, db, data_dir, cache_dir=prior.default_cache_dir(),
+                                 background_training=True)
+        model_check.join()
         pipeline = Pipeline(cfg, db, engine, sessions, memory=comps.memory,
                             embedder=comps.embedder, router=comps.router, replay=comps.replay)
         scheduler = comps.make_scheduler(pipeline, engine, self._on_job_run)
@@ -165,6 +171,14 @@ class Daemon:
 
     def stop(self) -> None:
         self.signals.stop_requested = True
+
+
+def check_model(engine: InferenceEngine) -> None:
+    """Integrity check at start: a bad model degrades (health says why), it does not stop us."""
+    try:
+        engine.info()
+    except RuvError as exc:
+        log.error("model check failed; serving degraded", extra={"error": exc.message})
 
 
 def open_private_db(path: Path, cache_mb: int, group_readable: bool) -> Database:

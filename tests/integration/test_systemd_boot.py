@@ -408,6 +408,8 @@ def _check_units(c: Container, router_seed: Path, timings: dict[str, float]) -> 
     inst = c.run("bash", str(ROOT / "systemd" / "install-system.sh"), str(ROOT), str(VENV),
                  timeout_s=300)
     assert "created" in inst.stdout and "enabled and started" in inst.stdout, inst.stdout
+    # ... and it warmed the service's own caches, as the service user, before the start.
+    assert "warmed (numba kernels and first-start router)" in inst.stdout, inst.stdout
     timings["install+start"] = time.monotonic() - t
     user = c.run("getent", "passwd", USER).stdout.strip().split(":")
     assert int(user[2]) < 1000 and user[5] == "/var/lib/ruvllm-edge" \
@@ -435,6 +437,8 @@ def _check_units(c: Container, router_seed: Path, timings: dict[str, float]) -> 
         h = cl.health()
     assert h["status"] in ("healthy", "degraded") and h["components"]["database"]["status"] == \
         "healthy", h
+    # The unit's NUMBA_CACHE_DIR is where the warm step compiled to: nothing compiled here.
+    assert h["components"]["kernels"]["compiled"] == 0 < h["components"]["kernels"]["from_cache"], h
 
     # 3. systemctl reload applies a config change (a tight rate limit), same process.
     t = time.monotonic()
