@@ -85,6 +85,7 @@ def test_bit_index_load_replaces_content_and_stays_writable() -> None:
     idx.upsert([1, 2], quantize(x[:2]))
     idx.load(np.arange(1000, 4000), quantize(x))
     assert len(idx) == 3000 and 1 not in idx and 1000 in idx
+    assert idx.nbytes() >= 56 * 3000 and idx.map_nbytes() >= 64 * 3000   # what docs/memory.md quotes per node
     assert idx.search(quantize(x[5])[0], 1)[0][0] == 1005
     idx.remove([1005])
     idx.upsert([9999], quantize(x[5]))
