@@ -1,14 +1,16 @@
 """The vector kernels: sign codes, the in-RAM code index, exact rescoring.
 
-Why this shape (measured on this machine, 100K x 384, see bench_memory.py):
-- sqlite-vec's exact float KNN costs ~72-78 ms and its bit KNN cost grows with
-  k (5.5 ms at k=10 but 54 ms at the k=200 a coarse pass needs), and vec0 point
-  lookups of float vectors cost ~0.26 ms each. So the coarse pass runs over an
-  in-RAM copy of the 48-byte sign codes (4.8 MB at 100K nodes; a numba popcount
-  scan takes ~1 ms), and only the k * coarse_factor survivors have their
-  float32 vectors read from SQLite by primary key for exact cosine rescoring.
-  A float32 mirror in RAM would cost 154 MB per 100K nodes of the 2 GB edge
-  budget for a gain of ~1 ms; the code mirror costs 5 MB.
+Why this shape (measured on this machine, see bench_memory.py and docs/memory.md):
+- sqlite-vec's exact float KNN costs ~70-170 ms at 100K nodes and ~1.1 s at
+  1M; its own binary KNN (vec0 bit[384]) at the 200 candidates a coarse pass
+  needs costs ~30-60 ms at 100K and ~0.3-0.55 s at 1M; vec0 point lookups of
+  float vectors cost ~0.26 ms each. So the coarse pass runs over an in-RAM
+  copy of the 48-byte sign codes: 56 bytes a node in arrays plus ~100 bytes a
+  node for the id -> row dict (~16 MB at 100K, ~165 MB at 1M). One fused
+  numba pass (popcount and a 385-bin histogram, then a selection pass) keeps
+  the nearest codes in ~2-3 ms at 1M; only those survivors have their float32
+  vectors read from SQLite by primary key for exact cosine rescoring. A
+  float32 mirror in RAM would cost 1.5 KB a node (1.5 GB at 1M).
 - The mirror is a cache of the database, never the other way round: it
   catches up from ``vec_log`` (appended by triggers in the same transaction as
   every vector change), so writes by any thread or process become visible and
