@@ -406,7 +406,8 @@ def _measure(n: int, real: RealSet, rq: np.ndarray, n_queries: int, bit_q: int |
         rec2.append(recall(got, tr))
     s2.close()
     cf2 = EXTRA_COARSE_FACTOR
-    out.update({f"real_knn_p50_ms_coarse_factor_{cf2}": pct(lat2, 50), f"real_knn_p99_ms_coarse_factor_{cf2}": pct(lat2, 99),
+    out.update({f"real_knn_p50_ms_coarse_factor_{cf2}": pct(lat2, 50),
+                f"real_knn_p99_ms_coarse_factor_{cf2}": pct(lat2, 99),
                 f"real_recall_at_10_coarse_factor_{cf2}": float(np.mean(rec2)),
                 f"real_knn_p50_ms_default_same_loop": pct(lat, 50)})
     vb.close()
@@ -459,7 +460,8 @@ def _measure(n: int, real: RealSet, rq: np.ndarray, n_queries: int, bit_q: int |
         vrec.append(recall([r[0] for r in rows], tr))
     vf.close()
     os.unlink(work / f"vec0_{n}.db")
-    out.update({"baseline_sqlite_vec_float_p50_ms": pct(vl, 50), "baseline_sqlite_vec_float_recall": float(np.mean(vrec)),
+    out.update({"baseline_sqlite_vec_float_p50_ms": pct(vl, 50),
+                "baseline_sqlite_vec_float_recall": float(np.mean(vrec)),
                 "baseline_sqlite_vec_queries": len(vl), "baseline_sqlite_vec_float_build_s": vf_build_s,
                 "speedup_vs_sqlite_vec_float": pct(vl, 50) / out["real_knn_p50_ms"]})
     # -- worst case: uniform random vectors through the same coarse pass
@@ -534,7 +536,8 @@ def summary(r: dict[str, Any]) -> str:
 
 def growth(sizes: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Ratio of each figure between consecutive sizes (e.g. "100000/10000")."""
-    keys = ["real_knn_p50_ms", "real_knn_p99_ms", f"real_knn_p50_ms_coarse_factor_{EXTRA_COARSE_FACTOR}", "knn_p50_ms", "real_baseline_sqlite_vec_bit_p50_ms",
+    keys = ["real_knn_p50_ms", "real_knn_p99_ms", f"real_knn_p50_ms_coarse_factor_{EXTRA_COARSE_FACTOR}",
+            "knn_p50_ms", "real_baseline_sqlite_vec_bit_p50_ms",
             "baseline_sqlite_vec_float_p50_ms", "insert_nodes_per_s", "db_bytes", "open_s", "index_load_s",
             "db_open_s", "rss_added_by_open_bytes", "retrieve_p50_ms"]
     ns = sorted(sizes, key=int)
@@ -576,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"k": K, "coarse_factor": cfg.coarse_factor, "graph_hops": cfg.graph_hops,
                    "max_candidates": cfg.max_candidates},
         "data": {"real_sources": real.sources, "real_in_db_max": len(real.texts),
-                 "real_queries_held_out": len(real.query_vecs), "embedder": "int8 MiniLM-L6 (models/minilm-l6-int8.onnx)",
+                 "real_queries_held_out": len(real.query_vecs),
+                 "embedder": "int8 MiniLM-L6 (models/minilm-l6-int8.onnx)",
                  "composition": "R = min(real, N/2) real sentence embeddings; half the rest real-like Gaussian "
                                 "(mean+covariance of the real embeddings); half clustered synthetic (N_c/100 "
                                 "centres, noise 0.6/dim); ids shuffled",
@@ -588,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir
     for n in args.sizes:
         big = n >= 1_000_000
-        r = measure_size(n, real=real, queries=args.queries, bit_baseline_queries=args.bit_baseline_queries_1m if big else None,
+        r = measure_size(n, real=real, queries=args.queries,
+                         bit_baseline_queries=args.bit_baseline_queries_1m if big else None,
                          float_baseline_queries=args.baseline_queries_1m if big else args.baseline_queries,
                          workdir=work, emb=emb)
         results["sizes"][str(n)] = r

@@ -5,8 +5,8 @@ Why this shape (measured on this machine, see bench_memory.py and docs/memory.md
   1M; its own binary KNN (vec0 bit[384]) at the 200 candidates a coarse pass
   needs costs ~30-60 ms at 100K and ~0.3-0.55 s at 1M; vec0 point lookups of
   float vectors cost ~0.26 ms each. So the coarse pass runs over an in-RAM
-  copy of the 48-byte sign codes: 56 bytes a node in arrays plus ~100 bytes a
-  node for the id -> row dict (~16 MB at 100K, ~165 MB at 1M). One fused
+  copy of the 48-byte sign codes: 56 bytes a node in arrays plus 12 for the
+  id -> row map (IdMap; a dict cost ~106): ~7 MB at 100K, ~70 MB at 1M. One fused
   numba pass (popcount and a 385-bin histogram, then a selection pass) keeps
   the nearest codes in ~2-3 ms at 1M; only those survivors have their float32
   vectors read from SQLite by primary key for exact cosine rescoring. A
@@ -76,7 +76,8 @@ def nearest_reference(codes: np.ndarray, q: np.ndarray, n: int, k: int) -> tuple
 
 
 @njit(cache=True, nogil=True)
-def nearest_kernel(codes: np.ndarray, q: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+def nearest_kernel(codes: np.ndarray, q: np.ndarray, n: int,  # pragma: no cover - numba
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k rows nearest q by (hamming, row), in that order: one fused pass, no full sort.
 
     Why: at 1M codes a popcount pass is ~2 ms but ``argpartition`` over the 1M
