@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import BenchDaemon, save_results  # noqa: E402
+from ruvllm_edge import fsutil  # noqa: E402
 
 DIM = 384
 QUESTION = "Explain in two sentences why the sky is blue."
@@ -287,7 +288,7 @@ def measure(models_dir: str | Path, nodes: Sequence[int] = (0, 100_000), runs: i
             entry: dict[str, Any] = {"nodes": n, "fill_s": round(time.perf_counter() - t, 1),
                                      "db_mb": round((base / "memory.db").stat().st_size / 2**20, 1)}
             cfg_path = Path(tmp) / "staged.toml"
-            cfg_path.write_text(toml_text(overrides))
+            fsutil.atomic_write(cfg_path, toml_text(overrides))
             if staged:
                 srun = []
                 for i in range(runs):

@@ -64,7 +64,7 @@ class ServerConfig:
     max_concurrent_requests: int = _f(1, 1, 64)
     # Threads of the fast lane (memory reads, queries answered from memory;
     # docs/protocol.md "Flow control"). 0 = no fast lane: they queue on aux/gen.
-    fast_workers: int = _f(8, 0, 64)
+    fast_workers: int = _f(4, 0, 64)
     # Per-client token bucket: sustained requests per second and burst size.
     # Well above what 2 cores serve (~500 searches/s), so it only stops a runaway client.
     rate_limit_per_s: float = _f(1000.0, 0.1, 100_000.0)

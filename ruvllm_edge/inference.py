@@ -194,7 +194,16 @@ class InferenceEngine:
         self._verified = key
 
     def info(self) -> ModelInfo:
-        """GGUF metadata through a vocab-only load: no weights touched."""
+        """GGUF metadata through a vocab-only load: no weights touched.
+
+        Once read it is returned without the lock: a generation holds the lock
+        for its whole length, and a question answered from memory counts its
+        tokens on the fast lane meanwhile (the vocab-only instance is separate
+        from the generating one and tokenizing only reads it).
+        """
+        info = self._info
+        if info is not None:
+            return info
         with self._lock:
             if self._info is not None:
                 return self._info

@@ -77,7 +77,8 @@ class Daemon:
                                  scheduler=scheduler, metrics=metrics,
                                  learning_runs=LearningRuns(scheduler, db) if scheduler else None,
                                  lanes=Lanes(cfg.server.max_queue,
-                                             cfg.server.max_concurrent_requests),
+                                             cfg.server.max_concurrent_requests,
+                                             cfg.server.fast_workers),
                                  endpoint=cfg.endpoint())
         self.transport = Transport(cfg.server, cfg.endpoint(), metrics, OPS, SCHEMAS)
         self.dispatcher = Dispatcher(OPS, self.services, self.transport)

@@ -51,10 +51,7 @@ class Dispatcher:
         self.ops = dict(ops)     # a copy: tests may swap one op for a faulty one
         self.s = services
         self.transport = transport
-        # The daemon builds Lanes before this reads the config; its threads start
-        # in serve(), so the fast lane's size is set here (0: no fast lane).
-        self.fast = services.cfg.server.fast_workers > 0
-        services.lanes.workers["fast"] = services.cfg.server.fast_workers
+        self.fast = services.lanes.workers["fast"] > 0   # 0: no fast lane (server.fast_workers)
         emb = services.components.embedder
         # Concurrent ops on the fast lane share embedding runs (embed_batch.py).
         self.batcher = (EmbedBatcher(emb.embed_batch, max_batch=BATCH_MAX, max_running=BATCH_RUNS,

@@ -37,7 +37,7 @@ LANES = ("gen", "fast", "aux", "slow")   # queued lanes; "inline" runs on the so
 SLOW_QUEUE = 4
 # Threads of the fast lane: enough concurrent reads that their embeddings form
 # batches while others run their retrieval (bench_throughput.py measured 8).
-FAST_WORKERS = 8
+FAST_WORKERS = 4
 
 
 @dataclass

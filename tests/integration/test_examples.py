@@ -17,14 +17,32 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, DaemonProcess
+from conftest import ROOT, DaemonProcess, _require_models
 
 NODE_DIR = ROOT / "examples" / "node"
 C_DIR = ROOT / "examples" / "c"
 FINISH_REASONS = {"stop", "length", "deadline", "memory"}
+# The Node suite checks that its client honours rate_limited: 160 requests at
+# once must go over the burst, so this module's daemon runs with the limit a
+# deployment might set for untrusted apps (the defaults are far above 160).
+TIGHT_LIMIT = {"server": {"rate_limit_per_s": 50.0, "rate_limit_burst": 100}}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """This module's daemon: the default config with TIGHT_LIMIT."""
+    base = tmp_path_factory.mktemp("daemon")
+    dp = DaemonProcess(base / "data", _require_models(), TIGHT_LIMIT, base / "daemon.log")
+    dp.data_dir.mkdir()
+    dp.start()
+    yield dp
+    dp.close_clients()
+    code = dp.stop()
+    assert code == 0, f"daemon exited with {code} on SIGTERM:\n{dp.log()}"
 
 
 def _missing(*tools: str) -> list[str]:
