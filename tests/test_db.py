@@ -143,3 +143,36 @@ def test_fts_index_follows_inserts_updates_and_cascades(db: Any) -> None:
     assert match("shed") == [] and match("house") == []
     db.read("INSERT INTO nodes_fts(nodes_fts) VALUES ('integrity-check')")
     assert db.read("SELECT count(*) FROM nodes_fts_vocab").fetchone()[0] == 0
+
+
+def test_a_clean_close_skips_the_next_quick_check_once(tmp_path: Path, monkeypatch: Any) -> None:
+    path = tmp_path / "memory.db"
+    db = Database(path)
+    with db.atomic() as conn:
+        conn.execute("CREATE TABLE t (x)")
+    db.close()
+    assert (tmp_path / "memory.db.clean").exists()
+    checks: list[bool] = []
+    real = Database.check_integrity
+    monkeypatch.setattr(Database, "check_integrity",
+                        lambda self, quick=False: checks.append(quick) or real(self, quick))
+    Database(path)                      # clean stamp matches: no check; the stamp is used up
+    assert checks == [] and not (tmp_path / "memory.db.clean").exists()
+    # That open was never closed (a crash): the next open checks.
+    Database(path).close()
+    assert checks == [True]
+
+
+def test_a_file_changed_after_a_clean_close_is_checked_and_refused(tmp_path: Path) -> None:
+    path = tmp_path / "memory.db"
+    db = Database(path)
+    with db.atomic() as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [("y" * 500,)] * 200)
+    db.close()
+    assert (tmp_path / "memory.db.clean").exists()
+    raw = bytearray(path.read_bytes())
+    raw[4096 + 100: 4096 + 4000] = b"\xff" * 3900    # same size, a damaged page
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptDatabase):
+        Database(path)

@@ -125,7 +125,8 @@ def test_full_tmpfs_gives_clear_errors_not_corruption(small_tmpfs: Path, tmp_pat
         nid = c.memory_add(f"Full disk canary {i}: the tide table is pinned by the door.")["ids"][0]
         acked[nid] = c.memory_get(nid)["text"]
     ballast = small_tmpfs / "ballast"
-    with open(ballast, "wb") as f:     # take every free block
+    with open(ballast, "wb", buffering=0) as f:   # every free block; unbuffered, so close
+        # has nothing left to flush (a buffered close raised ENOSPC out of the with)
         try:
             while True:
                 f.write(b"\0" * 65536)
