@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ruvllm_edge.answer.intent import is_general_form, is_personal
+from ruvllm_edge.answer.intent import is_general_form, is_personal, is_statement
 
 KNOWN = {"wifi", "password", "beagl", "landlord", "code", "biscuit"}
 
@@ -47,3 +47,18 @@ def test_the_me_of_a_request_is_not_a_personal_thing() -> None:
     assert not intent.is_personal("Tell me about trees.", unknown)
     assert not intent.is_personal("Can you tell me a story?", unknown)
     assert intent.is_personal("Tell me my wifi password", unknown)
+
+
+@pytest.mark.parametrize("text", [
+    "My daughter is called Ines.", "I'm feeling tired today", "Tom is our plumber.",
+    "He's just started the cello.", "The gate code is 4412.", "My name is Zorblax."])
+def test_statements_tell_rather_than_ask(text: str) -> None:
+    assert is_statement(text)
+
+
+@pytest.mark.parametrize("text", [
+    "What is my daughter called?", "whats the code for the key box", "how much is our rent",
+    "remind me what time we leave", "Name one colour.", "Tell me about trees",
+    "wifi password for the cabin", "Is the gate code 4412?", "my rent"])
+def test_questions_and_requests_are_not_statements(text: str) -> None:
+    assert not is_statement(text)

@@ -46,3 +46,11 @@ def test_user_records_outrank_model_answers() -> None:
     assert by_provenance([model, user])[0].id == 1
     confirmed = Record(8, "Q: x A: y", 0.9, 0.9, source="model", confirmed=True)
     assert [r.id for r in by_provenance([model, confirmed, user])] == [1, 8, 9]
+
+
+def test_a_statement_is_never_declined() -> None:
+    # "My daughter is called Ines." in a chat was answered "I don't have that in my
+    # notes." (found by hand after the fast-lane merge): the user tells, not asks.
+    p = plan("My daughter is called Ines.", recs(0.2, 0.1, 0.1), VOCAB)
+    assert p.action == "general" and p.records == ()
+    assert plan("What is my daughter called?", recs(0.2, 0.1, 0.1), VOCAB).action == "decline"

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from .intent import REQUESTS
 from .perspective import to_second_person
 from .policy import USER_SOURCES, Plan, Record
 from .prompt import Note, strip_framing
 from .text import tokens
 from .verify import check
 
-# First words of a request ("Name one colour.", "Tell me a story."), not a statement.
-REQUESTS = frozenset("""name tell give write list explain say translate summarise summarize describe
-please show count calculate make help suggest find compare define repeat continue answer""".split())
 
 
 def record_of(c: Any) -> Record:

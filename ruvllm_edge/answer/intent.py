@@ -61,6 +61,42 @@ _EVENT = re.compile(r"^\s*(who|when|where)\s+(\w+ed|did|was|were|had|took|put|le
                     r"sent|gave|fixed|made|came)\b", re.IGNORECASE)
 
 
+# First words of a request ("Name one colour.", "Tell me a story."), not a statement.
+REQUESTS = frozenset("""name tell give write list explain say translate summarise summarize describe
+please show count calculate make help suggest find compare define repeat continue answer""".split())
+# First words of a question, also typed without its "?" ("whats the gate code").
+QUESTION_START = frozenset("""what whats what's who whos who's whom whose when whens when's where
+wheres where's which why how hows how's is are am was were do does did can could will would should
+shall may might have has had remind""".split())
+_SUBJECT_START = frozenset("i we he she they it my our his her their your the this that these those"
+                           .split())
+_SUBJECT_VERB = frozenset("i'm we're he's she's it's they're i've we've they've".split())
+_TELLS = frozenset("""is are am was were 's 're 'm has have had got live lives work works like likes
+love loves hate hates started starts moved called named""".split())
+
+
+def is_statement(text: str) -> bool:
+    """The user tells something ("My daughter is called Ines.") rather than asks.
+
+    A statement is not a question about their world, so it is never declined:
+    it goes to the model like small talk, and in a session it becomes one of
+    the user's own records for later questions (compose.statements). The test
+    is on form only: no "?", no question or request word first, and a subject
+    followed by a telling verb within the first words. A query typed as a bare
+    phrase ("wifi password for the cabin") has no such verb and stays a query.
+    """
+    t = text.strip()
+    toks = tokens(t)
+    if not toks or t.endswith("?") or len(toks) < 3:
+        return False
+    if toks[0] in QUESTION_START or toks[0] in REQUESTS:
+        return False
+    if toks[0] in _SUBJECT_VERB:
+        return True
+    subject = toks[0] in _SUBJECT_START or t[:1].isupper()
+    return subject and any(w in _TELLS for w in toks[1:6])
+
+
 # "Tell me about trees", "Can you give me a recipe": the "me" of a request is
 # the asker, not a thing of theirs. Only the request's own "me" is dropped;
 # "Tell me my wifi password" keeps its "my".

@@ -71,7 +71,7 @@ def plan(question: str, records: Sequence[Record], vocab: support.Vocabulary,
          session: Sequence[Record] = (), *, known_names: Sequence[str] = (),
          min_cosine: float = support.MIN_COSINE, min_cover: float = support.MIN_COVER) -> Plan:
     """Decide answer / decline / general for one question (module docstring)."""
-    if intent.is_general_form(question):
+    if intent.is_general_form(question) or intent.is_statement(question):
         return Plan("general")
     # The user's earlier words in this session are user-given records too.
     pool = list(session) + list(records[:CHECK_TOP])
