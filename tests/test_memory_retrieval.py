@@ -99,6 +99,14 @@ def test_fts_query_cover_and_filters() -> None:
     from ruvllm_edge.memory.retrieval import Filters, cover, fts_query
     assert fts_query('What is the "code" for the gate?') == '"code" OR "gate"'
     assert fts_query("what is it?") is None
+    from ruvllm_edge.answer.text import stem as st
+    many = {st("code"): 9000, st("gate"): 3000, st("shed"): 12, st("key"): 40}
+    # Words more than LEXICAL_MAX_DF (2000) records hold leave the BM25 pool...
+    assert fts_query("the code for the shed key", many) == '"shed" OR "key"'
+    # ...but the two rarest words always stay, and below the cap nothing is left out.
+    assert fts_query("the code for the shed gate", many) == '"shed" OR "gate"'
+    assert fts_query("the code for the gate", many) == '"code" OR "gate"'
+    assert fts_query("the code for the gate", {st("code"): 1999}) == '"code" OR "gate"'
     from ruvllm_edge.answer.text import stem
     df = {stem("gate"): 1, stem("code"): 5}              # keyed by the policy's stems
     assert cover("the gate code", "The gate code is 4821.", df, 10) == pytest.approx(1.0)

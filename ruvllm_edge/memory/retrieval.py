@@ -57,6 +57,7 @@ PREVIEW_CHARS = 160
 EXPAND_EDGE_LIMIT = 5000   # edges read per expansion step: a hub cannot stall a query
 RRF_K = 60                 # reciprocal rank fusion constant (Cormack et al. 2009)
 DF_CAP = 5000              # document frequencies are counted up to this (idf saturates)
+LEXICAL_MAX_DF = 2000      # the BM25 pool leaves out words more records hold (fts_query)
 # Split parents (the whole note) are never candidates: their lines are.
 SEARCHABLE = "n.archived = 0 AND json_extract(n.metadata, '$.parts') IS NULL"
 USER_TIER = ("user", "feedback")
@@ -111,9 +112,24 @@ def fts_word(token: str) -> str:
     return re.sub(r'["*^:()]', "", token)
 
 
-def fts_query(question: str) -> str | None:
-    """An FTS5 MATCH expression: any of the question's content words, each quoted."""
+def fts_query(question: str, df: Mapping[str, int] | None = None,
+              max_df: int = LEXICAL_MAX_DF) -> str | None:
+    """An FTS5 MATCH expression: any of the question's content words, each quoted.
+
+    With ``df`` (stem -> records holding it), words held by more than
+    ``max_df`` records are left out, keeping at least the two rarest: FTS5
+    scores every record a word matches before ``ORDER BY rank LIMIT``, so at
+    100K records one common word cost ~10 ms a search and changed little in
+    the top 40 (its idf is near zero). Below ``max_df`` records nothing is
+    ever left out.
+    """
     words = [t for t in dict.fromkeys(tokens(question)) if t not in STOP and len(t) > 1]
+    if df:
+        rare = [t for t in words if df.get(stem(t), 0) <= max_df]
+        if len(rare) < min(2, len(words)):
+            keep = set(sorted(words, key=lambda t: df.get(stem(t), 0))[:2])
+            rare = [t for t in words if t in keep]
+        words = rare
     words = [w for w in map(fts_word, words) if w]
     return " OR ".join(f'"{w}"' for w in words[:32]) or None
 
@@ -204,9 +220,11 @@ class Retriever:
         order, sims = rescore(qvec.astype(np.float32), vecs, k)
         return [ids[i] for i in order], sims.astype(np.float64), vecs[order]
 
-    def lexical(self, query: str, n: int, filters: Filters = NO_FILTERS) -> list[int]:
-        """Ids of the n best BM25 matches among searchable nodes, best first."""
-        q = fts_query(query)
+    def lexical(self, query: str, n: int, filters: Filters = NO_FILTERS,
+                df: Mapping[str, int] | None = None) -> list[int]:
+        """Ids of the n best BM25 matches among searchable nodes, best first
+        (``df``: document_frequencies' counts, to leave out the commonest words)."""
+        q = fts_query(query, df)
         if not q or n < 1:
             return []
         where, fparams = filters.sql()
@@ -302,7 +320,8 @@ class Retriever:
         n_dense = max(k, cfg.dense_candidates)
         hit_ids, hit_sims, hit_vecs = self.knn(qvec, n_dense, filters=filters,
                                                coarse=max(k * cfg.coarse_factor, 5 * n_dense))
-        lex_ids = self.lexical(query, cfg.lexical_candidates, filters) if query else []
+        df, n_docs = self.document_frequencies(query) if query else ({}, 0)
+        lex_ids = self.lexical(query, cfg.lexical_candidates, filters, df) if query else []
         t1 = time.perf_counter()
         # Reciprocal rank fusion orders the seeds of the graph step.
         rrf: dict[int, float] = {}
@@ -355,7 +374,6 @@ class Retriever:
                 parent = sim_of.get(r.via, r.parent_sim)
                 feats.append((r.relation, r.hop, r.path_weight, parent * r.path_weight))
         context = self.contexts(rows)
-        df, n_docs = self.document_frequencies(query) if query else ({}, 0)
         cov = (covers(query, [rows[i][2] + ("\n" + context[i] if i in context else "") for i in ids],
                       df, n_docs) if query else np.zeros(len(ids)))
         t2 = time.perf_counter()
