@@ -7,30 +7,18 @@ tests/integration/test_bench_e2e_daemon.py.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tomllib
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from benchkit import load_bench
 from ruvllm_edge import config as rconfig
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def load_e2e() -> ModuleType:
-    """The script as a module (its imports of _common resolve from benchmarks/)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_e2e_under_test", BENCH / "bench_e2e.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                     # its dataclass looks its module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_e2e")
 
 
 @pytest.fixture(scope="module")

@@ -44,17 +44,7 @@ def test_bench_router_is_a_short_cli_over_its_parts() -> None:
 # -- bench_locomo: its metric functions are pure and tested on tiny synthetic data;
 #    the LoCoMo data itself never enters the tests (CC BY-NC, kept outside the repo).
 
-def _load_bench(name: str):  # type: ignore[no-untyped-def]
-    """A benchmark script as a module (its imports of _common/_datasets resolve from benchmarks/)."""
-    import importlib.util
-    import sys
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from benchkit import load_bench as _load_bench  # noqa: E402
 
 
 def test_locomo_bm25_ranks_by_rare_terms_and_length() -> None:

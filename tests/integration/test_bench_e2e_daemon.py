@@ -3,26 +3,16 @@ pipelined client gets every request through a tight rate limit by honouring retr
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from benchkit import load_bench
 from ruvllm_edge import config as rconfig
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_e2e() -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_e2e_under_test", BENCH / "bench_e2e.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                     # its dataclass looks its module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_e2e")
 
 
 def test_a_filled_data_dir_serves_and_the_pipelined_client_honours_refusals(
