@@ -238,15 +238,20 @@ def start_daemon(tmp_path: Path, models_dir: Path) -> Iterator[Any]:
             pass
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """One daemon shared by a test module (starting one costs ~1 s plus model load)."""
-    mdir = _require_models()
+def module_daemon(tmp_path_factory: pytest.TempPathFactory,
+                  config: dict[str, dict[str, Any]] | None = None) -> Iterator[DaemonProcess]:
+    """The body of a module-scoped daemon fixture: start, yield, stop cleanly."""
     base = tmp_path_factory.mktemp("daemon")
-    dp = DaemonProcess(base / "data", mdir, {}, base / "daemon.log")
+    dp = DaemonProcess(base / "data", _require_models(), config or {}, base / "daemon.log")
     dp.data_dir.mkdir()
     dp.start()
     yield dp
     dp.close_clients()
     code = dp.stop()
     assert code == 0, f"daemon exited with {code} on SIGTERM:\n{dp.log()}"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon shared by a test module (starting one costs ~1 s plus model load)."""
+    yield from module_daemon(tmp_path_factory)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, DaemonProcess, _require_models
+from conftest import ROOT, DaemonProcess, module_daemon
 
 NODE_DIR = ROOT / "examples" / "node"
 C_DIR = ROOT / "examples" / "c"
@@ -35,14 +35,7 @@ TIGHT_LIMIT = {"server": {"rate_limit_per_s": 50.0, "rate_limit_burst": 100}}
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """This module's daemon: the default config with TIGHT_LIMIT."""
-    base = tmp_path_factory.mktemp("daemon")
-    dp = DaemonProcess(base / "data", _require_models(), TIGHT_LIMIT, base / "daemon.log")
-    dp.data_dir.mkdir()
-    dp.start()
-    yield dp
-    dp.close_clients()
-    code = dp.stop()
-    assert code == 0, f"daemon exited with {code} on SIGTERM:\n{dp.log()}"
+    yield from module_daemon(tmp_path_factory, TIGHT_LIMIT)
 
 
 def _missing(*tools: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import protocol
+from ...errors import Cancelled
 from ...pipeline import QueryContext
 from ...protocol import MAX_ID_CHARS, NUM, TEXT_MAX, Arg
 from .base import Op, OpContext
@@ -55,6 +56,9 @@ def execute(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
         record(ctx, result)
         return result
     prep = pipeline.prepare(args, qctx)
+    if job.cancel.is_set():   # cancelled while planned: cancel said "queued", so no answer
+        raise Cancelled("the request was cancelled before it was answered",
+                        request_id=job.request_id, completion_tokens=0)
 
     def finish() -> dict[str, Any]:
         result = pipeline.finish(prep)
