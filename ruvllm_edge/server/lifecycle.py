@@ -235,6 +235,10 @@ def shutdown(s: "Services", transport: "Transport", lock: DataDirLock,
         if s.scheduler is not None:
             s.scheduler.stop(timeout=5.0)
         s.lanes.join(s.cfg.server.drain_timeout_ms / 1000 + 2)
+        # A finished job leaves the job table just before its worker pushes the
+        # reply, so the drain can see "idle" a moment before the last reply
+        # reaches the loop: forward what the joined workers sent, then close.
+        transport.forward_replies(limit=1_000_000)
         s.pipeline.close()
         s.components.save()
     except Exception:  # noqa: BLE001

@@ -219,10 +219,13 @@ class Transport:
             if not on_tick(time.monotonic()):
                 break
 
-    def close(self) -> None:
-        for s in (self.sock, self.pull):
-            if s is not None:
-                s.close(0)
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close the sockets; the last replies get ``linger_ms`` to leave (a drained
+        request's answer is often sent just before this)."""
+        if self.sock is not None:
+            self.sock.close(linger_ms)
+        if self.pull is not None:
+            self.pull.close(0)
         if self.ipc_path is not None:
             try:
                 self.ipc_path.unlink()
