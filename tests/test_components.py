@@ -159,7 +159,7 @@ def test_health_reports_which_kernels_were_compiled_in_this_process(tmp_path: Pa
 
     used = kernels.per_kernel()
     for name in ("ruvllm_edge.router.fastgrnn.infer_step", "ruvllm_edge.router.features._assemble",
-                 "ruvllm_edge.memory.bitindex.hamming_kernel", "ruvllm_edge.ranking._forward_kernel"):
+                 "ruvllm_edge.memory.bitindex.nearest_kernel", "ruvllm_edge.ranking._forward_kernel"):
         assert name in used, (name, used)
     k = c.health(None)["kernels"]
     assert k["status"] == "healthy"

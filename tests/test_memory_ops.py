@@ -26,7 +26,8 @@ def store(db: Database, emb: Embedder) -> Iterator[MemoryStore]:
 def run(store: Any, op: str, **args: Any) -> dict[str, Any]:
     """Validate args as the daemon does, then execute the op against ``store``."""
     checked = protocol.check_args(op, args, OPS[op].args)
-    ctx = SimpleNamespace(s=SimpleNamespace(components=SimpleNamespace(memory=store, memory_error=None)))
+    ctx = SimpleNamespace(s=SimpleNamespace(components=SimpleNamespace(memory=store, memory_error=None)),
+                          embed=None)   # no batcher: the store embeds itself
     return OPS[op].execute(ctx, checked)  # type: ignore[arg-type]
 
 
@@ -94,8 +95,10 @@ def test_search_passes_kind_and_metadata_filters() -> None:
     run(rec, "memory.search", query="q")
     run(rec, "memory.search", query="q", k=3, kind="fact", metadata={"conv": "c1"})
     run(rec, "memory.search", query="q", kind=["fact", "document"])
-    assert rec.calls == [(("q", 10), {}), (("q", 3), {"kinds": ["fact"], "metadata": {"conv": "c1"}}),
-                         (("q", 10), {"kinds": ["fact", "document"]})]
+    none = {"embed": None}     # the server passes its batching embed; run() has none
+    assert rec.calls == [(("q", 10), none),
+                         (("q", 3), {"kinds": ["fact"], "metadata": {"conv": "c1"}, **none}),
+                         (("q", 10), {"kinds": ["fact", "document"], **none})]
     for kind, field in [("poem", "args.kind"), (["fact", "poem"], "args.kind[1]"),
                         ([], "args.kind"), (3, "args.kind")]:
         with pytest.raises(BadRequest) as err:

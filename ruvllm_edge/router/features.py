@@ -396,4 +396,6 @@ def build_features(inp: FeatureInputs) -> np.ndarray:
             inp.recent_quality), dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"feature inputs must be numbers: {exc}") from None
-    return _assemble(raw, np.ascontiguousarray(vec, dtype=np.float32), PROJECTION)
+    # A copy: a cached or batched embedding is a read-only view, and numba types
+    # a read-only array apart, so it would JIT a second signature on a request.
+    return _assemble(raw, np.array(vec, dtype=np.float32, order="C"), PROJECTION)

@@ -24,7 +24,7 @@ from conftest import ROOT, TEST_CONFIG, DaemonProcess, write_config
 
 KERNELS_ON_THE_REQUEST_PATH = (
     "ruvllm_edge.router.features._assemble", "ruvllm_edge.router.fastgrnn.infer_step",
-    "ruvllm_edge.memory.bitindex.hamming_kernel", "ruvllm_edge.ranking._forward_kernel")
+    "ruvllm_edge.memory.bitindex.nearest_kernel", "ruvllm_edge.ranking._forward_kernel")
 
 
 @pytest.fixture(scope="module")
