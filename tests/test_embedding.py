@@ -152,3 +152,15 @@ def test_corrupt_model_is_not_prepared(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="corrupt or not ONNX"):
         Embedder(bad, TOKENIZER, prepared_dir=tmp_path / "p")
     assert not any((tmp_path / "p").iterdir())
+
+
+def test_release_idle_pages_drops_mapped_weights_and_vectors_stay_the_same(tmp_path: Path) -> None:
+    e = Embedder(MODEL, TOKENIZER, cache_entries=0, prepared_dir=tmp_path)
+    assert e.prepared is not None
+    texts = [f"note {i}: the {w} in the shed" for i, w in enumerate(
+        ["padlock", "ladder", "mower", "bicycle", "kettle", "lantern", "compass", "violin"] * 8)]
+    before = e.embed_batch(texts)
+    assert e.release_idle_pages() > 0          # the touched word-embedding rows were resident
+    assert np.array_equal(e.embed_batch(texts), before)
+    original = Embedder(MODEL, TOKENIZER, cache_entries=0, prepare=False)
+    assert original.prepared is None and original.release_idle_pages() == 0

@@ -425,3 +425,30 @@ def test_a_full_gen_lane_at_the_move_answers_busy(daemon: Daemon) -> None:
     err = out[-1]["error"]
     assert err["code"] == "busy" and err["details"]["lane"] == "gen"
     assert daemon.services.lanes.jobs.find_by_client(b"c", "q3") is None
+
+
+def test_idle_trim_runs_once_after_a_burst_and_not_while_busy(daemon: Daemon) -> None:
+    from ruvllm_edge.server import daemon as daemon_mod
+
+    daemon._trim_when_idle()
+    assert daemon.trims == 0                           # no traffic since start: nothing to give back
+    sock = FakeSocket()
+    send(daemon, sock, b"c", protocol.pack(protocol.make_request("r1", "health")))
+    assert sock.replies() and daemon._last_request > 0
+    daemon._trim_when_idle()
+    assert daemon.trims == 0                           # not idle long enough yet
+    daemon._last_request -= daemon_mod.IDLE_TRIM_AFTER_S + 1
+    daemon._trimmed_at -= daemon_mod.IDLE_TRIM_AFTER_S + 1
+    with daemon.services.lanes.jobs.lock:
+        daemon.services.lanes.jobs._active["x"] = object()  # type: ignore[assignment]   # a request still running
+    try:
+        daemon._trim_when_idle()
+        assert daemon.trims == 0
+    finally:
+        with daemon.services.lanes.jobs.lock:
+            daemon.services.lanes.jobs._active.pop("x")
+    daemon._trim_when_idle()
+    assert daemon.trims == 1
+    daemon._trim_when_idle()
+    assert daemon.trims == 1                           # once per burst
+    assert "idle_trim" in daemon.tasks.periodic
