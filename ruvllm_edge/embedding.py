@@ -86,13 +86,15 @@ def prepared_model(model_path: Path, cache_dir: Path) -> Path | None:
     st = model_path.stat()
     key = f"{model_path.stem}-ort{ort.__version__}-{st.st_size}-{st.st_mtime_ns}"
     final = cache_dir / key
-    if (final / "model.onnx").is_file() and (final / PREPARED_WEIGHTS).is_file():
-        return final / "model.onnx"
     try:
-        fsutil.make_private_dir(cache_dir)
+        if (final / "model.onnx").is_file() and (final / PREPARED_WEIGHTS).is_file():
+            return final / "model.onnx"
+        # Readable by all, like the model it is derived from: install.sh (or
+        # install-system.sh, as root) prepares it and the service user reads it.
+        cache_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{fsutil.TMP_PREFIX}{key}-", dir=cache_dir))
     except OSError:
-        return None
+        return None   # not ours to read or write (a read-only or private models dir)
     try:
         opts = _session_options(ort, 1)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -103,11 +105,13 @@ def prepared_model(model_path: Path, cache_dir: Path) -> Path | None:
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         for name in ("model.onnx", PREPARED_WEIGHTS):
+            os.chmod(tmp / name, 0o644)
             fd = os.open(tmp / name, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        os.chmod(tmp, 0o755)
         fsutil.fsync_dir(tmp)
         try:
             os.rename(tmp, final)

@@ -405,8 +405,11 @@ def _check_units(c: Container, router_seed: Path, timings: dict[str, float]) -> 
     c.write(f"/etc/systemd/system/{SERVICE}.d/50-test.conf",
             f"# test only: the real 60 s would make the test wait a minute\n"
             f"[Service]\nWatchdogSec={WATCHDOG_S}\n")
-    inst = c.run("bash", str(ROOT / "systemd" / "install-system.sh"), str(ROOT), str(VENV),
-                 timeout_s=300)
+    try:
+        inst = c.run("bash", str(ROOT / "systemd" / "install-system.sh"), str(ROOT), str(VENV),
+                     timeout_s=300)
+    except AssertionError as exc:   # the service's own words say why it did not start
+        raise AssertionError(f"{exc}\n--- journal ---\n{c.journal(SERVICE)[-6000:]}") from None
     assert "created" in inst.stdout and "enabled and started" in inst.stdout, inst.stdout
     # ... and it warmed the service's own caches, as the service user, before the start.
     assert "warmed (numba kernels and first-start router)" in inst.stdout, inst.stdout
