@@ -210,13 +210,12 @@ def test_cancel_unknown_request_is_not_found(daemon) -> None:
 
 def test_max_latency_stops_generation_and_sets_truncated(daemon) -> None:
     c = daemon.client()
-    t = time.perf_counter()
     res = c.query(LONG_PROMPT, max_tokens=400, temperature=0.0, max_latency_ms=400)
-    wall_ms = (time.perf_counter() - t) * 1000
     assert res["truncated"] is True
     assert res["finish_reason"] == "deadline"
-    assert res["usage"]["completion_tokens"] < 400
-    assert wall_ms < 400 + 3000, wall_ms  # one token/prefill chunk past the budget, not 400 tokens
+    # Stopped at the budget, not after its 400 tokens: on this CPU 0.4 s is a few dozen
+    # tokens at most (a wall-clock bound failed under load: the model load counts too).
+    assert res["usage"]["completion_tokens"] < 200, res["usage"]
 
 
 def test_feedback_is_stored_and_unknown_request_refused(daemon) -> None:
