@@ -5,6 +5,7 @@ Benchmarks import this module and ``_datasets``, never each other.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -100,4 +101,27 @@ def save_results(results: dict[str, Any], out: str | Path, echo: bool = True) ->
         print(text, end="")
     path = Path(out)
     fsutil.atomic_write(path, text, mode=0o644)   # results are meant to be shared
+    print(f"saved {path}")
+
+
+def pyplot() -> Any | None:
+    """matplotlib.pyplot on the Agg backend, or None: it is a dev extra, so a
+    benchmark without it saves its JSON and skips the PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e .[dev]); no PNG written")
+        return None
+    return plt
+
+
+def save_figure(plt: Any, fig: Any, path: str | Path) -> None:
+    """Lay out, write the PNG atomically beside the JSON, and close the figure."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    fsutil.atomic_write(Path(path), buf.getvalue(), mode=0o644)
     print(f"saved {path}")

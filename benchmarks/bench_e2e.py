@@ -47,7 +47,6 @@ import argparse
 import dataclasses
 import functools
 import heapq
-import io
 import json
 import os
 import platform
@@ -70,7 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import BenchDaemon, save_results  # noqa: E402
+from _common import BenchDaemon, pyplot, save_figure, save_results  # noqa: E402
 from ruvllm_edge import config as rconfig  # noqa: E402
 from ruvllm_edge import fsutil  # noqa: E402
 from ruvllm_edge import models as catalogue  # noqa: E402
@@ -718,12 +717,8 @@ def goals_from(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def plot(res: dict[str, Any], path: Path) -> bool:
     """Latency, throughput and RSS against memory size, as a PNG (matplotlib is a dev extra)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (pip install -e .[dev]); no PNG written")
+    plt = pyplot()
+    if plt is None:
         return False
     sizes = res["sizes"]
     xs = list(range(len(sizes)))
@@ -772,12 +767,7 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     fig.suptitle(f"ruvllm-edge end to end ({'quick; ' if res['quick'] else ''}{res['commit'] or ''}; "
                  f"{mc['cpus_logical']} CPUs {mc['machine']}, load {mc['load_average_start']['1m']}"
                  f"→{mc['load_average_end']['1m']}; {res['when']})", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    fsutil.atomic_write(path, buf.getvalue(), mode=0o644)
-    print(f"saved {path}")
+    save_figure(plt, fig, path)
     return True
 
 

@@ -40,7 +40,6 @@ Usage: python benchmarks/bench_learning.py [--quick] [--variants full,memory_onl
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import shutil
 import statistics
@@ -54,9 +53,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import RESULTS_DIR, BenchDaemon, save_results  # noqa: E402
+from _common import RESULTS_DIR, BenchDaemon, pyplot, save_figure, save_results  # noqa: E402
 from _datasets import locomo_path, locomo_samples, token_f1  # noqa: E402
-from ruvllm_edge import fsutil  # noqa: E402
 from ruvllm_edge.learning.utility import is_decline  # noqa: E402
 
 POOR_F1 = 0.5          # below this the simulated user sends a correction
@@ -253,12 +251,8 @@ def run_variant(name: str, args: argparse.Namespace, samples: list[dict[str, Any
 
 def plot(res: dict[str, Any], path: Path) -> bool:
     """The curve as a PNG next to the JSON (matplotlib is a dev extra: skipped without it)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (pip install -e .[dev]); no PNG written")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, v in res["variants"].items():
@@ -281,12 +275,7 @@ def plot(res: dict[str, Any], path: Path) -> bool:
                  f"({'quick mode; ' if res['quick'] else ''}{res['conversations']} "
                  f"conversation(s); F1 on {res['eval_generate']}, recall on {res['n_heldout']})",
                  fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    fsutil.atomic_write(path, buf.getvalue(), mode=0o644)
-    print(f"saved {path}")
+    save_figure(plt, fig, path)
     return True
 
 
