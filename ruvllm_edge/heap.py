@@ -15,21 +15,28 @@ import ctypes.util
 import os
 from typing import Any, Callable
 
-_trim: Callable[[int], Any] | None | bool = False   # False: not looked up yet
+_LIBC: Any = False   # False: not looked up yet; None: no C library to call
+
+
+def _libc_function(name: str) -> Any | None:
+    """``name`` from the C library (loaded once, errno kept), or None where it has none
+    (malloc_trim and mallopt are glibc's; musl and macOS lack them)."""
+    global _LIBC
+    if _LIBC is False:
+        path = ctypes.util.find_library("c")
+        try:
+            _LIBC = ctypes.CDLL(path, use_errno=True) if path else None
+        except OSError:
+            _LIBC = None
+    return getattr(_LIBC, name, None) if _LIBC is not None else None
 
 
 def release_free_heap() -> bool:
     """Trim glibc's free heap pages; False where there is no glibc (musl, macOS)."""
-    global _trim
-    if _trim is False:
-        name = ctypes.util.find_library("c")
-        try:
-            _trim = ctypes.CDLL(name).malloc_trim if name else None
-        except (OSError, AttributeError):
-            _trim = None
-    if _trim is None:
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return False
-    _trim(0)   # type: ignore[operator]
+    trim(0)
     return True
 
 
@@ -38,11 +45,7 @@ _PAGE = 4096
 
 
 def _madvise() -> Callable[[int, int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name, use_errno=True).madvise if name else None
-    except (OSError, AttributeError):
-        return None
+    fn = _libc_function("madvise")
     if fn is not None:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         fn.restype = ctypes.c_int
@@ -119,11 +122,7 @@ def limit_arenas(n: int) -> bool:
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
+    mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
