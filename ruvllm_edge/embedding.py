@@ -69,6 +69,12 @@ def _session_options(ort: Any, threads: int) -> Any:
     return opts
 
 
+def _session(ort: Any, path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session with the daemon's options (``_session_options``)."""
+    return ort.InferenceSession(str(path), sess_options=_session_options(ort, threads),
+                                providers=["CPUExecutionProvider"])
+
+
 def prepared_model(model_path: Path, cache_dir: Path) -> Path | None:
     """The optimised (constant-folded) model with its weights in a mappable file; made once.
 
@@ -106,11 +112,7 @@ def prepared_model(model_path: Path, cache_dir: Path) -> Path | None:
         ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         for name in ("model.onnx", PREPARED_WEIGHTS):
             os.chmod(tmp / name, 0o644)
-            fd = os.open(tmp / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsutil.fsync_path(tmp / name)
         os.chmod(tmp, 0o755)
         fsutil.fsync_dir(tmp)
         try:
@@ -181,16 +183,14 @@ class Embedder:
             ready = prepared_model(model_path, Path(prepared_dir or model_path.parent / PREPARED_DIR))
             if ready is not None:
                 try:
-                    sess = ort.InferenceSession(str(ready), sess_options=_session_options(ort, threads),
-                                                providers=["CPUExecutionProvider"])
+                    sess = _session(ort, ready, threads)
                     self.prepared = str(ready)
                 except Exception as exc:  # noqa: BLE001 - e.g. a damaged copy: use the original
                     log.warning("prepared embedding model unusable; loading the original",
                                 extra={"error": str(exc)[:200]})
         if sess is None:
             try:
-                sess = ort.InferenceSession(str(model_path), sess_options=_session_options(ort, threads),
-                                            providers=["CPUExecutionProvider"])
+                sess = _session(ort, model_path, threads)
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
                 raise ModelUnavailable(f"embedding model {model_path} cannot be loaded "
                                        f"(corrupt or not ONNX): {exc}", path=str(model_path)) from None

@@ -40,13 +40,18 @@ def dir_mode(group_readable: bool = False) -> int:
     return GROUP_DIR_MODE if group_readable else DIR_MODE
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or create inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+def fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file's data (or, with ``directory``, the renames and creates inside it)."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside ``path`` durable."""
+    fsync_path(path, directory=True)
 
 
 @contextlib.contextmanager
