@@ -188,12 +188,10 @@ class Router:
         The installed state is a private copy that is never changed in place
         (the next install replaces it), so readers may hold it without a lock.
         """
-        assert state.theta.shape == (self.layout.size,)
         if not self.ready:   # trained from the placeholder: the first-start weights replace it
             log.warning("router training result dropped: the first-start router is not ready")
             return self.version
-        new = state.copy()
-        infer = self._inference_arrays(new.theta)
+        new, infer = self._private_copy(state)
         with self._state_lock:
             self._state, self._infer = new, infer
             self.version += 1
@@ -204,12 +202,17 @@ class Router:
 
         Atomic for ``decide`` (one tuple swap, then ``ready``); the version stays 0.
         """
-        assert state.theta.shape == (self.layout.size,)
-        new = state.copy()
-        infer = self._inference_arrays(new.theta)
+        new, infer = self._private_copy(state)
         with self._state_lock:
             self._state, self._infer = new, infer
             self.ready = True
+
+    def _private_copy(self, state: TrainState
+                      ) -> tuple[TrainState, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The state to install (a copy no one else holds) and its inference arrays."""
+        assert state.theta.shape == (self.layout.size,)
+        new = state.copy()
+        return new, self._inference_arrays(new.theta)
 
     def warm_up(self) -> None:
         """Load (or compile) the routing kernels now, so the first request never waits on them.
