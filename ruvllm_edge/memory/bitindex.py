@@ -209,11 +209,6 @@ class BitIndex:
         with self.lock:
             return self._pos.get(int(node_id)) is not None
 
-    def clear(self) -> None:
-        with self.lock:
-            self._pos.reset(np.zeros(0, np.int64), np.zeros(0, np.int32))
-            self.n = 0
-
     def upsert(self, ids: Sequence[int], codes: np.ndarray) -> None:
         """Insert or overwrite rows. codes: (m, 48) uint8 or (m, 6) uint64."""
         words = codes if codes.dtype == np.uint64 else as_words(codes)
