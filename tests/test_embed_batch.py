@@ -64,18 +64,32 @@ def test_a_lone_caller_gets_its_row_without_waiting_for_company() -> None:
     assert b.stats.as_dict() == {"batches": 1, "texts": 1, "largest": 1, "mean": 1.0}
 
 
+def behind_a_held_run(b: EmbedBatcher, fake: Fake, first: str, texts: list[str],
+                      join_s: float = 10.0) -> tuple[dict[str, np.ndarray], list[BaseException],
+                                                     dict[str, np.ndarray], list[BaseException]]:
+    """``first`` runs alone and ``fake`` holds it; every text queues behind it; then release.
+
+    Returns (rows of ``texts``, their errors, the row of ``first``, its errors).
+    """
+    first_out, first_errs, t1 = run_callers(b, [first])
+    assert fake.entered.wait(10)                       # ``first`` is running, alone
+    out, errs, threads = run_callers(b, texts)
+    for _ in range(10_000):                            # all of them wait for that run
+        if len(b._pending) >= len(texts):
+            break
+        threading.Event().wait(0.001)
+    assert len(b._pending) == len(texts), len(b._pending)
+    fake.gate.set()
+    for th in [*t1, *threads]:
+        th.join(join_s)
+    return out, errs, first_out, first_errs
+
+
 def test_callers_arriving_during_a_run_share_the_next_batch() -> None:
     fake = Fake(hold_first=True)
     b = EmbedBatcher(fake, window_s=0.0, max_batch=16)
-    first, errs1, t1 = run_callers(b, ["first"])
-    assert fake.entered.wait(10)                       # "first" is running, alone
     texts = [f"q{i}" for i in range(6)]
-    out, errs, threads = run_callers(b, texts)
-    while len(b._pending) < len(texts):                # all six wait for the running batch
-        threading.Event().wait(0.001)
-    fake.gate.set()
-    for th in [*t1, *threads]:
-        th.join(10)
+    out, errs, first, errs1 = behind_a_held_run(b, fake, "first", texts)
     assert not errs and not errs1
     assert fake.calls[0] == ["first"]
     assert sorted(fake.calls[1]) == texts and len(fake.calls) == 2   # one run for all six
@@ -87,15 +101,8 @@ def test_callers_arriving_during_a_run_share_the_next_batch() -> None:
 def test_a_batch_never_exceeds_max_batch() -> None:
     fake = Fake(hold_first=True)
     b = EmbedBatcher(fake, window_s=0.0, max_batch=3)
-    _, _, t1 = run_callers(b, ["first"])
-    assert fake.entered.wait(10)
     texts = [f"q{i}" for i in range(7)]
-    out, errs, threads = run_callers(b, texts)
-    while len(b._pending) < len(texts):
-        threading.Event().wait(0.001)
-    fake.gate.set()
-    for th in [*t1, *threads]:
-        th.join(10)
+    out, errs, _, _ = behind_a_held_run(b, fake, "first", texts)
     assert not errs
     assert [len(c) for c in fake.calls] == [1, 3, 3, 1]
     assert sorted(t for c in fake.calls[1:] for t in c) == texts
@@ -160,14 +167,8 @@ def test_batched_vectors_equal_single_call_vectors(embedder_paths: tuple[Path, P
     fake_run = Fake(hold_first=True)
     b = EmbedBatcher(lambda ts: fake_run(ts) if not fake_run.calls else emb.embed_batch(ts),
                      window_s=0.0)
-    _, _, t1 = run_callers(b, ["warm"])              # hold the lane so the rest batch up
-    assert fake_run.entered.wait(10)
-    out, errs, threads = run_callers(b, texts)
-    while len(b._pending) < len(texts):
-        threading.Event().wait(0.001)
-    fake_run.gate.set()
-    for th in [*t1, *threads]:
-        th.join(30)
+    # "warm" holds the lane so the rest batch up
+    out, errs, _, _ = behind_a_held_run(b, fake_run, "warm", texts, join_s=30)
     assert not errs and b.stats.largest == len(texts)
     batched = np.stack([out[t] for t in texts])
     cos = np.sum(batched * single, axis=1)
