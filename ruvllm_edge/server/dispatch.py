@@ -174,7 +174,10 @@ class Dispatcher:
             if time.monotonic() > job.deadline:
                 raise Timeout("the request waited in the queue past its deadline",
                               waited_ms=round((time.monotonic() - job.enqueued) * 1000))
-            job.started = True
+            # What cancel reports: "running" once the op's own work runs. A request on
+            # the lane it starts on (Op.starts_on: a query planned on fast) has not
+            # reached it yet, and a cancel then ends it unanswered (ops/query.py).
+            job.started = op.starts_on is None or job.resume is not None or job.lane == op.lane
             if not inline:
                 m.processing.inc()
             try:

@@ -123,11 +123,8 @@ def cancel(ctx: OpContext, args: dict[str, Any]) -> dict[str, Any]:
     if victim is None:
         raise NotFound(f"no queued or running request {target!r}", request_id=target)
     victim.cancel.set()
-    # A query planned on the fast lane has not reached the model and answers
-    # nothing once cancelled (ops/query.py): to the client it is still queued.
-    planning = victim.req.op == "query" and victim.lane == "fast"
     return {"request_id": victim.request_id, "cancelled": True,
-            "state": "running" if victim.started and not planning else "queued"}
+            "state": "running" if victim.started else "queued"}
 
 
 OPS = [
